@@ -1,0 +1,103 @@
+"""The composition root: builds the Faust app and wires Redis, Kafka and metrics into it.
+
+``create_app(settings)`` returns a ready ``faust.App`` with the activity agent and the
+web views registered; ``pulse worker`` runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Sequence
+from typing import Any
+
+import faust
+from prometheus_client import CollectorRegistry
+
+from agents import web
+from agents.metrics import PulseMetrics
+from agents.processor import ActivityProcessor, DeadLetter, KafkaUnavailable
+from agents.settings import Settings
+from agents.store import BatchWriter, Reader, connect, connect_async
+
+log = logging.getLogger(__name__)
+
+
+def _credentials(settings: Settings) -> Any:
+    protocol = settings.kafka_security_protocol
+    context = None
+    if protocol.endswith("SSL"):
+        context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
+        if settings.kafka_ssl_certfile:
+            context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile)
+    if protocol.startswith("SASL_"):
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password.reveal(),
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+class FaustDeadLetters:
+    """Dead-letter sink on a Faust topic: original key and bytes, reason in headers."""
+
+    def __init__(self, topic: Any) -> None:
+        self._topic = topic
+
+    async def publish(self, letters: Sequence[DeadLetter]) -> None:
+        try:
+            pending = [
+                await self._topic.send(key=letter.key, value=letter.value, headers=letter.headers())
+                for letter in letters
+            ]
+            await asyncio.gather(*pending)
+        except Exception as exc:  # aiokafka raises many kinds; all mean "not stored"
+            raise KafkaUnavailable(str(exc)) from exc
+
+
+def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> faust.App:
+    """Build the worker app from ``settings`` (the only place adapters are wired)."""
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers],
+        broker_credentials=_credentials(settings),
+        store="memory://",
+        autodiscover=False,
+        web_bind=settings.web_bind,
+        web_port=settings.web_port,
+        web_host=settings.web_bind,
+        topic_partitions=settings.topic_partitions,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_enabled=True,
+        loghandlers=[],
+    )
+    metrics = PulseMetrics(registry if registry is not None else CollectorRegistry())
+    activity_topic = app.topic(
+        *settings.activity_topics, key_serializer="raw", value_serializer="raw"
+    )
+    dlq_topic = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer="raw")
+    redis_url = settings.redis_url.reveal()
+    state: dict[str, Any] = {}
+
+    @app.agent(activity_topic, name="activity")
+    async def process_activity(stream: Any) -> None:
+        writer = BatchWriter(connect_async(redis_url), settings.retention.dedupe_seconds)
+        processor = ActivityProcessor(settings, writer, FaustDeadLetters(dlq_topic), metrics)
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+            outcome = await processor.process([event.message for event in events])
+            log.debug("batch of %d: %s", len(events), outcome)
+
+    def reader() -> Reader:
+        if "reader" not in state:
+            state["reader"] = Reader(connect(redis_url), settings.redis_key_prefix)
+        return state["reader"]  # type: ignore[no-any-return]
+
+    web.register(app, metrics, reader)
+    app.pulse_metrics = metrics  # type: ignore[attr-defined]
+    return app

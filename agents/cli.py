@@ -1,0 +1,431 @@
+"""``pulse``: the command line of community-pulse.
+
+Exit codes: 0 success, 1 a service (Kafka, Redis) failed, 2 bad usage or configuration,
+3 bad input data (``validate``/``produce`` found invalid lines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+
+from agents.settings import ConfigError, Settings
+from streams import queries
+from streams.activity import InvalidActivity, parse_activity
+from streams.queries import BadQuery, LeaderboardQuery
+from streams.simulation import DEFAULT_COMMUNITIES, generate
+
+EXIT_OK, EXIT_SERVICE, EXIT_USAGE, EXIT_BAD_INPUT = 0, 1, 2, 3
+
+DESCRIPTION = """\
+community-pulse: a real-time engagement engine for online communities.
+
+Consumes member activity (chat, forum, GitHub, conference check-ins, PyPI releases)
+from Kafka, keeps live leaderboards and rolling engagement windows in Redis, and
+exports community-health metrics to Prometheus.
+
+Configuration comes from PULSE_* environment variables; `pulse config` shows the
+effective values (secrets masked)."""
+
+EPILOG = """\
+examples:
+  pulse worker                                   run the stream processor
+  pulse generate --count 1000 > events.jsonl     make sample activity
+  pulse validate events.jsonl                    check a file against the contract
+  pulse produce events.jsonl                     publish it (key = member_id)
+  pulse leaderboard --community pycon-us --period week
+  pulse member member-00001 --community pycon-us --json
+"""
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class BadLine:
+    line: int
+    reason: str
+    field: str | None
+    detail: str
+
+    def describe(self, path: str) -> str:
+        where = f" [{self.field}]" if self.field else ""
+        return f"{path}:{self.line}: {self.reason}{where}: {self.detail}"
+
+
+def _open(path: str) -> BinaryIO:
+    if path == "-":
+        return sys.stdin.buffer
+    try:
+        return Path(path).open("rb")
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}", EXIT_USAGE) from None
+
+
+def scan_jsonl(
+    path: str, now: float, max_future_skew: float
+) -> Iterator[tuple[int, bytes, str | None, BadLine | None]]:
+    """Yield (line number, raw bytes, member_id, problem) for each non-blank line."""
+    with _open(path) as handle:
+        for number, raw_line in enumerate(handle, start=1):
+            raw = raw_line.strip()
+            if not raw:
+                continue
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                yield (
+                    number,
+                    raw,
+                    None,
+                    BadLine(number, "invalid_json", None, "not valid UTF-8 JSON"),
+                )
+                continue
+            try:
+                activity = parse_activity(obj, now=now, max_future_skew=max_future_skew)
+            except InvalidActivity as exc:
+                yield number, raw, None, BadLine(number, exc.reason, exc.field, exc.detail)
+                continue
+            yield number, raw, activity.member_id, None
+
+
+def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    good = 0
+    bad: list[BadLine] = []
+    for _, _, _, problem in scan_jsonl(args.file, time.time(), settings.max_future_skew):
+        if problem is None:
+            good += 1
+        else:
+            bad.append(problem)
+            print(problem.describe(args.file), file=sys.stderr)
+    print(f"{args.file}: {good} valid, {len(bad)} invalid")
+    return EXIT_BAD_INPUT if bad else EXIT_OK
+
+
+def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
+    now = time.time()
+    scanned = list(scan_jsonl(args.file, now, settings.max_future_skew))
+    bad = [p for _, _, _, p in scanned if p is not None]
+    for problem in bad:
+        print(problem.describe(args.file), file=sys.stderr)
+    if bad and not args.skip_invalid:
+        print(
+            f"{args.file}: {len(bad)} invalid line(s); nothing published "
+            "(fix them, or pass --skip-invalid to publish the valid ones)",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
+    from agents.kafka_io import KafkaError, ensure_topics, make_producer
+
+    topic = args.topic or settings.activity_topics[0]
+    try:
+        ensure_topics(settings, extra=[topic])
+        producer = make_producer(settings)
+        futures = [
+            producer.send(topic, key=member.encode(), value=raw)
+            for _, raw, member, problem in scanned
+            if problem is None and member
+        ]
+        producer.flush(timeout=60)
+        for future in futures:
+            future.get(timeout=30)
+        producer.close()
+    except KafkaError as exc:
+        raise CliError(
+            f"Kafka at {','.join(settings.kafka_bootstrap_servers)}: {exc}", EXIT_SERVICE
+        ) from None
+    skipped = f", {len(bad)} invalid skipped" if bad else ""
+    print(f"published {len(futures)} events to {topic}{skipped}")
+    return EXIT_OK
+
+
+def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    out = sys.stdout.buffer
+    communities = tuple(c.strip() for c in args.communities.split(",") if c.strip())
+    for community in communities:
+        queries.community(community)
+    for event in generate(
+        args.count,
+        now=time.time(),
+        seed=args.seed,
+        span_seconds=int(args.span_days * 86400),
+        communities=communities,
+        members=args.members,
+    ):
+        out.write(orjson.dumps(event) + b"\n")
+    out.flush()
+    return EXIT_OK
+
+
+def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
+    public = settings.public()
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(public, option=orjson.OPT_INDENT_2) + b"\n")
+        return EXIT_OK
+    for section, values in public.items():
+        print(f"{section}: {orjson.dumps(values).decode()}")
+    return EXIT_OK
+
+
+def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
+    from agents.kafka_io import KafkaError, ensure_topics
+
+    try:
+        created = ensure_topics(settings)
+    except KafkaError as exc:
+        raise CliError(
+            f"Kafka at {','.join(settings.kafka_bootstrap_servers)}: {exc}", EXIT_SERVICE
+        ) from None
+    for topic in (*settings.activity_topics, settings.dlq_topic):
+        state = "created" if topic in created else "exists"
+        print(f"{topic}\t{state}")
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from agents.app import create_app
+    from agents.kafka_io import KafkaError, ensure_topics
+
+    try:
+        ensure_topics(settings)
+    except KafkaError as exc:
+        raise CliError(
+            f"Kafka at {','.join(settings.kafka_bootstrap_servers)}: {exc}", EXIT_SERVICE
+        ) from None
+    app = create_app(settings)
+    from faust import Worker
+
+    worker = Worker(app, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()
+    return EXIT_OK
+
+
+def _reader(settings: Settings) -> Any:
+    from agents.store import Reader, connect
+
+    return Reader(connect(settings.redis_url.reveal()), settings.redis_key_prefix)
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.buffer.write(orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+def _print_entries(entries: list[dict[str, Any]], mark: str | None = None) -> None:
+    if not entries:
+        print("  (no entries)")
+        return
+    width = max(len(e["member_id"]) for e in entries)
+    print(f"  {'rank':>4}  {'member':<{width}}  {'points':>8}")
+    for e in entries:
+        flag = "  <" if e["member_id"] == mark else ""
+        print(f"  {e['rank']:>4}  {e['member_id']:<{width}}  {e['score']:>8}{flag}")
+
+
+def cmd_leaderboard(args: argparse.Namespace, settings: Settings) -> int:
+    q = LeaderboardQuery.parse(
+        args.community, args.period, args.at, args.top, args.channel, time.time()
+    )
+    body = _reader(settings).leaderboard(q.community, q.period, q.at, q.top, q.channel)
+    if args.json:
+        _print_json(body)
+        return EXIT_OK
+    channel = f" #{q.channel}" if q.channel else ""
+    print(f"{q.community}{channel} leaderboard, {q.period} {body['bucket']}")
+    _print_entries(body["entries"])
+    return EXIT_OK
+
+
+def cmd_member(args: argparse.Namespace, settings: Settings) -> int:
+    community = queries.community(args.community)
+    member = queries.member_id(args.member_id)
+    at = queries.instant(args.at, time.time())
+    body = _reader(settings).member(community, member, at)
+    if body is None:
+        raise CliError(f"no member {member!r} in community {community!r}", EXIT_BAD_INPUT)
+    if args.json:
+        _print_json(body)
+        return EXIT_OK
+    totals = body["totals"]
+    print(f"{member} in {community} (at {body['at']})")
+    print(
+        f"  points {totals['points']} from {totals['events']} events, "
+        f"{body['active_days']} active days"
+    )
+    print(f"  first seen {body['first_seen']}, last seen {body['last_seen']}")
+    print("  windows " + ", ".join(f"{k}={v}" for k, v in body["windows"].items()))
+    print(
+        "  ranks   "
+        + ", ".join(f"{k}={v if v is not None else '-'}" for k, v in body["ranks"].items())
+    )
+    print("  by type " + ", ".join(f"{k}={v}" for k, v in totals["by_type"].items()))
+    return EXIT_OK
+
+
+def cmd_around(args: argparse.Namespace, settings: Settings) -> int:
+    community = queries.community(args.community)
+    period = queries.period(args.period)
+    member = queries.member_id(args.member_id)
+    n = queries.bounded_int(args.n, "--n", 5, 1, queries.MAX_AROUND)
+    at = queries.instant(args.at, time.time())
+    body = _reader(settings).around(community, member, period, at, n)
+    if body is None:
+        raise CliError(
+            f"{member!r} has no {period} score in community {community!r}", EXIT_BAD_INPUT
+        )
+    if args.json:
+        _print_json(body)
+        return EXIT_OK
+    print(f"{community} leaderboard, {period} {body['bucket']}: {member} is #{body['rank']}")
+    _print_entries(body["entries"], mark=member)
+    return EXIT_OK
+
+
+def cmd_counts(args: argparse.Namespace, settings: Settings) -> int:
+    communities = [queries.community(c) for c in args.community]
+    reader = _reader(settings)
+    body = {c: reader.community_counts(c) for c in communities}
+    if args.json:
+        _print_json(body)
+        return EXIT_OK
+    for community, counts in body.items():
+        total = sum(counts.values())
+        print(f"{community}: {total} events")
+        for kind, value in counts.items():
+            print(f"  {kind:<24} {value:>8}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pulse",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(
+        name: str, handler: Callable[[argparse.Namespace, Settings], int], help_text: str
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    add("worker", cmd_worker, "run the stream processor (Faust worker, web and /metrics)")
+
+    p = add("produce", cmd_produce, "validate a JSON-lines file and publish it to Kafka")
+    p.add_argument("file", help="JSON-lines file of activity events, or - for stdin")
+    p.add_argument("--topic", help="topic to publish to (default: the first input topic)")
+    p.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="publish the valid lines even when some are invalid (and report them)",
+    )
+
+    p = add("validate", cmd_validate, "check a JSON-lines file against the activity contract")
+    p.add_argument("file", help="JSON-lines file, or - for stdin")
+
+    p = add("generate", cmd_generate, "write realistic sample activity as JSON lines to stdout")
+    p.add_argument("--count", type=int, default=1000, help="number of events (default 1000)")
+    p.add_argument("--seed", type=int, default=7, help="random seed; same seed, same events")
+    p.add_argument("--members", type=int, default=200, help="members per run (default 200)")
+    p.add_argument(
+        "--span-days",
+        type=float,
+        default=7.0,
+        help="spread occurred_at over the last N days (default 7)",
+    )
+    p.add_argument(
+        "--communities",
+        default=",".join(DEFAULT_COMMUNITIES),
+        help="comma-separated community names",
+    )
+
+    p = add("config", cmd_config, "print the effective configuration (secrets masked)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    add("topics", cmd_topics, "create the input and dead-letter topics when missing")
+
+    p = add("leaderboard", cmd_leaderboard, "show a community leaderboard")
+    p.add_argument("--community", required=True)
+    p.add_argument("--period", required=True, choices=("day", "week", "month", "all"))
+    p.add_argument("--at", help="a day (YYYY-MM-DD) or RFC 3339 time; default now")
+    p.add_argument("--channel", help="the leaderboard of one channel (week and all)")
+    p.add_argument("--top", default=10, help="number of entries (default 10, max 1000)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("member", cmd_member, "show one member: windows, totals, ranks")
+    p.add_argument("member_id")
+    p.add_argument("--community", required=True)
+    p.add_argument("--at", help="evaluate windows and ranks at this time; default now")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("around", cmd_around, "show a member with the n members above and below")
+    p.add_argument("member_id")
+    p.add_argument("--community", required=True)
+    p.add_argument("--period", required=True, choices=("day", "week", "month", "all"))
+    p.add_argument("--n", default=5, help="members above and below (default 5)")
+    p.add_argument("--at", help="a day (YYYY-MM-DD) or RFC 3339 time; default now")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("counts", cmd_counts, "events processed per type, for one or more communities")
+    p.add_argument(
+        "--community", action="append", required=True, help="community (repeat for several)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"pulse: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    import redis
+
+    try:
+        code: int = args.handler(args, settings)
+    except BadQuery as exc:
+        print(f"pulse {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except CliError as exc:
+        print(f"pulse {args.command}: {exc}", file=sys.stderr)
+        return exc.code
+    except redis.exceptions.AuthenticationError:
+        print(
+            f"pulse {args.command}: Redis at {settings.redis_url_masked} refused the "
+            "credentials (check PULSE_REDIS_URL)",
+            file=sys.stderr,
+        )
+        return EXIT_SERVICE
+    except redis.exceptions.RedisError as exc:
+        print(
+            f"pulse {args.command}: Redis at {settings.redis_url_masked}: "
+            f"{type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
+        return EXIT_SERVICE
+    except BrokenPipeError:
+        return EXIT_OK
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

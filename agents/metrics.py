@@ -1,0 +1,71 @@
+"""Prometheus metrics of the worker.
+
+Built on a registry passed in (``PulseMetrics(CollectorRegistry())`` in tests), never
+the global one. Labels are bounded: community, type, reason; never member ids.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+
+
+class PulseMetrics:
+    """All series the worker exports."""
+
+    def __init__(self, registry: CollectorRegistry, prefix: str = "pulse") -> None:
+        self.registry = registry
+        self.events_processed = Counter(
+            f"{prefix}_events_processed",
+            "Valid events applied to Redis for the first time.",
+            ("community", "type"),
+            registry=registry,
+        )
+        self.events_invalid = Counter(
+            f"{prefix}_events_invalid",
+            "Messages rejected by validation and sent to the DLQ.",
+            ("reason",),
+            registry=registry,
+        )
+        self.events_duplicate = Counter(
+            f"{prefix}_events_duplicate",
+            "Valid events skipped because their event_id was already applied.",
+            ("community",),
+            registry=registry,
+        )
+        self.events_late = Counter(
+            f"{prefix}_events_late",
+            "Events with at least one period or window bucket already past retention.",
+            ("community",),
+            registry=registry,
+        )
+        self.processing_latency = Histogram(
+            f"{prefix}_processing_latency_seconds",
+            "Seconds from the Kafka record timestamp to its effects being applied in Redis.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            f"{prefix}_batch_size",
+            "Kafka records per processed batch.",
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.batch_duration = Histogram(
+            f"{prefix}_batch_duration_seconds",
+            "Seconds spent decoding and applying a batch.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.redis_errors = Counter(
+            f"{prefix}_redis_errors",
+            "Failed attempts to apply a batch to Redis (retried).",
+            registry=registry,
+        )
+        self.dlq_errors = Counter(
+            f"{prefix}_dlq_errors",
+            "Failed attempts to publish to the dead-letter topic (retried).",
+            registry=registry,
+        )

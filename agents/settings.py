@@ -1,0 +1,311 @@
+"""Typed, validated configuration from ``PULSE_*`` environment variables.
+
+Precedence is explicit argument > environment > default. Every variable name lives in
+:data:`ENV`; secrets are :class:`Secret` values that print as ``**********`` so they
+cannot leak through logs, metrics or ``pulse config``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+from streams.effects import Retention
+from streams.keys import PREFIX_RE
+from streams.scoring import parse_points, scoring_table
+from streams.windows import GRANULARITY_NAME, WINDOWS
+
+MASK: Final = "**********"
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names the variable."""
+
+
+class Secret:
+    """A string that never shows itself in ``str``, ``repr`` or JSON output."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return f"Secret({MASK!r})"
+
+    def __str__(self) -> str:
+        return MASK
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+ENV: Final[dict[str, str]] = {
+    "kafka_bootstrap_servers": "PULSE_KAFKA_BOOTSTRAP_SERVERS",
+    "kafka_security_protocol": "PULSE_KAFKA_SECURITY_PROTOCOL",
+    "kafka_sasl_mechanism": "PULSE_KAFKA_SASL_MECHANISM",
+    "kafka_sasl_username": "PULSE_KAFKA_SASL_USERNAME",
+    "kafka_sasl_password": "PULSE_KAFKA_SASL_PASSWORD",
+    "kafka_ssl_cafile": "PULSE_KAFKA_SSL_CAFILE",
+    "kafka_ssl_certfile": "PULSE_KAFKA_SSL_CERTFILE",
+    "kafka_ssl_keyfile": "PULSE_KAFKA_SSL_KEYFILE",
+    "redis_url": "PULSE_REDIS_URL",
+    "redis_key_prefix": "PULSE_REDIS_KEY_PREFIX",
+    "app_id": "PULSE_APP_ID",
+    "activity_topics": "PULSE_TOPIC_ACTIVITY",
+    "dlq_topic": "PULSE_TOPIC_DLQ",
+    "topic_partitions": "PULSE_TOPIC_PARTITIONS",
+    "web_bind": "PULSE_WEB_BIND",
+    "web_port": "PULSE_WEB_PORT",
+    "log_level": "PULSE_LOG_LEVEL",
+    "batch_size": "PULSE_BATCH_SIZE",
+    "batch_within": "PULSE_BATCH_WITHIN_SECONDS",
+    "max_future_skew": "PULSE_MAX_FUTURE_SKEW_SECONDS",
+    "points": "PULSE_POINTS",
+    "retention_day_days": "PULSE_RETENTION_DAY_DAYS",
+    "retention_week_days": "PULSE_RETENTION_WEEK_DAYS",
+    "retention_month_days": "PULSE_RETENTION_MONTH_DAYS",
+    "retention_window_days": "PULSE_RETENTION_WINDOW_DAYS",
+    "dedupe_ttl_days": "PULSE_DEDUPE_TTL_DAYS",
+}
+
+SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+TOPIC_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective configuration of one process."""
+
+    kafka_bootstrap_servers: tuple[str, ...] = ("127.0.0.1:9092",)
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: Secret = field(default_factory=lambda: Secret(""))
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    redis_url: Secret = field(default_factory=lambda: Secret("redis://127.0.0.1:6379/0"))
+    redis_key_prefix: str = "pulse"
+    app_id: str = "community-pulse"
+    activity_topics: tuple[str, ...] = ("pulse.activity",)
+    dlq_topic: str = "pulse.activity.dlq"
+    topic_partitions: int = 12
+    web_bind: str = "127.0.0.1"
+    web_port: int = 6066
+    log_level: str = "INFO"
+    batch_size: int = 500
+    batch_within: float = 0.2
+    max_future_skew: float = 300.0
+    points: Mapping[str, int] = field(default_factory=scoring_table)
+    retention: Retention = field(default_factory=Retention)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``environ`` (default ``os.environ``) and explicit overrides."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+
+        def raw(name: str) -> str | None:
+            value = env.get(ENV[name])
+            return None if value is None or value.strip() == "" else value.strip()
+
+        def integer(name: str, low: int, high: int) -> int | None:
+            text = raw(name)
+            if text is None:
+                return None
+            try:
+                number = int(text)
+            except ValueError:
+                raise ConfigError(f"{ENV[name]} must be an integer, got {text!r}") from None
+            if not low <= number <= high:
+                raise ConfigError(f"{ENV[name]} must be between {low} and {high}, got {number}")
+            return number
+
+        def number(name: str, low: float, high: float) -> float | None:
+            text = raw(name)
+            if text is None:
+                return None
+            try:
+                value = float(text)
+            except ValueError:
+                raise ConfigError(f"{ENV[name]} must be a number, got {text!r}") from None
+            if not low <= value <= high:
+                raise ConfigError(f"{ENV[name]} must be between {low:g} and {high:g}")
+            return value
+
+        if (text := raw("kafka_bootstrap_servers")) is not None:
+            values["kafka_bootstrap_servers"] = tuple(
+                s.strip() for s in text.split(",") if s.strip()
+            )
+        for name in ("kafka_security_protocol", "kafka_sasl_mechanism", "log_level"):
+            if (text := raw(name)) is not None:
+                values[name] = text.upper()
+        for name in (
+            "kafka_sasl_username",
+            "kafka_ssl_cafile",
+            "kafka_ssl_certfile",
+            "kafka_ssl_keyfile",
+            "redis_key_prefix",
+            "app_id",
+            "dlq_topic",
+            "web_bind",
+        ):
+            if (text := raw(name)) is not None:
+                values[name] = text
+        if (text := raw("kafka_sasl_password")) is not None:
+            values["kafka_sasl_password"] = Secret(text)
+        if (text := raw("redis_url")) is not None:
+            values["redis_url"] = Secret(text)
+        if (text := raw("activity_topics")) is not None:
+            values["activity_topics"] = tuple(t.strip() for t in text.split(",") if t.strip())
+        for name, low, high in (
+            ("topic_partitions", 1, 1024),
+            ("web_port", 1, 65535),
+            ("batch_size", 1, 100_000),
+        ):
+            if (parsed := integer(name, low, high)) is not None:
+                values[name] = parsed
+        if (seconds := number("batch_within", 0.001, 60)) is not None:
+            values["batch_within"] = seconds
+        if (seconds := number("max_future_skew", 0, 366 * 86400)) is not None:
+            values["max_future_skew"] = seconds
+        if (text := raw("points")) is not None:
+            try:
+                values["points"] = scoring_table(parse_points(text))
+            except ValueError as exc:
+                raise ConfigError(f"{ENV['points']}: {exc}") from None
+        retention: dict[str, int] = {}
+        for name, attr in (
+            ("retention_day_days", "day_seconds"),
+            ("retention_week_days", "week_seconds"),
+            ("retention_month_days", "month_seconds"),
+            ("retention_window_days", "window_seconds"),
+            ("dedupe_ttl_days", "dedupe_seconds"),
+        ):
+            if (days := integer(name, 1, 3650)) is not None:
+                retention[attr] = days * 86400
+        if retention:
+            values["retention"] = Retention(**retention)
+        values.update(overrides)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first unusable value."""
+        if not self.kafka_bootstrap_servers:
+            raise ConfigError(f"{ENV['kafka_bootstrap_servers']} must name at least one broker")
+        for server in self.kafka_bootstrap_servers:
+            host, sep, port = server.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(f"{ENV['kafka_bootstrap_servers']}: {server!r} is not host:port")
+        if self.kafka_security_protocol not in SECURITY_PROTOCOLS:
+            raise ConfigError(
+                f"{ENV['kafka_security_protocol']} must be one of {', '.join(SECURITY_PROTOCOLS)}"
+            )
+        if self.kafka_security_protocol.startswith("SASL_"):
+            if self.kafka_sasl_mechanism not in SASL_MECHANISMS:
+                raise ConfigError(
+                    f"{ENV['kafka_sasl_mechanism']} must be one of {', '.join(SASL_MECHANISMS)}"
+                    f" when {ENV['kafka_security_protocol']}={self.kafka_security_protocol}"
+                )
+            if not self.kafka_sasl_username or not self.kafka_sasl_password:
+                raise ConfigError(
+                    f"{ENV['kafka_sasl_username']} and {ENV['kafka_sasl_password']} are required"
+                    f" when {ENV['kafka_security_protocol']}={self.kafka_security_protocol}"
+                )
+        for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not os.path.isfile(path):
+                raise ConfigError(f"{ENV[name]}: no such file {path!r}")
+        url = urlsplit(self.redis_url.reveal())
+        if url.scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(
+                f"{ENV['redis_url']} must start with redis://, rediss:// (TLS) or unix://"
+            )
+        if PREFIX_RE.fullmatch(self.redis_key_prefix) is None:
+            raise ConfigError(
+                f"{ENV['redis_key_prefix']} must be 1..32 characters of [A-Za-z0-9_.-]"
+            )
+        for topic in (*self.activity_topics, self.dlq_topic):
+            if not topic or len(topic) > 249 or not set(topic) <= TOPIC_CHARS:
+                raise ConfigError(f"topic name {topic!r} is not a valid Kafka topic name")
+        if not self.activity_topics:
+            raise ConfigError(f"{ENV['activity_topics']} must name at least one topic")
+        if self.dlq_topic in self.activity_topics:
+            raise ConfigError("the dead-letter topic must differ from the input topics")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"{ENV['log_level']} must be one of {', '.join(LOG_LEVELS)}")
+        if not self.app_id or not set(self.app_id) <= TOPIC_CHARS:
+            raise ConfigError(f"{ENV['app_id']} must be letters, digits, '.', '_' or '-'")
+
+    @property
+    def redis_url_masked(self) -> str:
+        url = urlsplit(self.redis_url.reveal())
+        if url.password is None:
+            return url.geturl()
+        user = url.username or ""
+        netloc = f"{user}:{MASK}@{url.hostname}"
+        if url.port is not None:
+            netloc += f":{url.port}"
+        return urlunsplit((url.scheme, netloc, url.path, url.query, url.fragment))
+
+    def public(self) -> dict[str, Any]:
+        """The effective configuration as JSON-ready data, secrets masked."""
+        r = self.retention
+        return {
+            "kafka": {
+                "bootstrap_servers": list(self.kafka_bootstrap_servers),
+                "security_protocol": self.kafka_security_protocol,
+                "sasl_mechanism": self.kafka_sasl_mechanism,
+                "sasl_username": self.kafka_sasl_username,
+                "sasl_password": MASK if self.kafka_sasl_password else None,
+                "ssl_cafile": self.kafka_ssl_cafile,
+                "ssl_certfile": self.kafka_ssl_certfile,
+                "ssl_keyfile": self.kafka_ssl_keyfile,
+                "consumer_group": self.app_id,
+            },
+            "redis": {"url": self.redis_url_masked, "key_prefix": self.redis_key_prefix},
+            "topics": {
+                "activity": list(self.activity_topics),
+                "dead_letter": self.dlq_topic,
+                "partitions": self.topic_partitions,
+            },
+            "web": {"bind": self.web_bind, "port": self.web_port, "metrics_path": "/metrics"},
+            "log_level": self.log_level,
+            "batching": {"max_events": self.batch_size, "within_seconds": self.batch_within},
+            "validation": {"max_future_skew_seconds": self.max_future_skew},
+            "scoring": {"points": dict(self.points)},
+            "windows": {
+                w.name: {
+                    "seconds": w.seconds,
+                    "granularity_seconds": w.granularity,
+                    "buckets": w.seconds // w.granularity,
+                    "bucket_keys": GRANULARITY_NAME[w.granularity],
+                }
+                for w in WINDOWS
+            },
+            "retention": {
+                "leaderboard_day_seconds": r.day_seconds,
+                "leaderboard_week_seconds": r.week_seconds,
+                "leaderboard_month_seconds": r.month_seconds,
+                "window_bucket_seconds": r.window_seconds,
+                "event_id_memory_seconds": r.dedupe_seconds,
+                "counted_from": "the end of the bucket's period",
+            },
+        }

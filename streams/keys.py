@@ -1,0 +1,73 @@
+"""The Redis key layout.
+
+Every key of a community carries the community in a Redis Cluster hash tag, so all of
+a community's keys live in one slot and one Lua call can touch them::
+
+    {prefix}:{<community>}:seen:<event_id>          dedupe marker (string, TTL)
+    {prefix}:{<community>}:counts                   hash type -> events (all time)
+    {prefix}:{<community>}:lb:<period>:<bucket>     sorted set member -> -points
+    {prefix}:{<community>}:lb:ch:<channel>:<period>:<bucket>
+    {prefix}:{<community>}:win:<min|hour|day>:<n>   hash member -> points in bucket n
+    {prefix}:{<community>}:member:<member_id>       hash points, events, type:<t>,
+                                                    first_seen, last_seen (epoch ms)
+    {prefix}:{<community>}:member:<member_id>:days  set of active UTC days
+
+Leaderboard scores are stored negated, so that Redis's ascending order (score, then
+member bytes) gives "most points first, ties by member_id ascending".
+
+Ids from the outside are percent-encoded (everything but ``A-Za-z0-9_.-~``) before they
+become part of a key, so ``:``, ``*``, braces, newlines or look-alike characters in a
+member id or channel can never name another member's or community's key.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import quote
+
+PREFIX_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+
+
+def escape(value: str) -> str:
+    """Injective, key-safe encoding of an outside id."""
+    return quote(value, safe="")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLayout:
+    """Builds the key names of one deployment (``prefix``) for one community."""
+
+    prefix: str
+    community: str
+
+    def __post_init__(self) -> None:
+        if PREFIX_RE.fullmatch(self.prefix) is None:
+            raise ValueError("key prefix must be 1..32 characters of [A-Za-z0-9_.-]")
+
+    @property
+    def base(self) -> str:
+        # community is validated against [a-z0-9._-] before it gets here, so it cannot
+        # contain the braces that end a hash tag.
+        return f"{self.prefix}:{{{self.community}}}"
+
+    def seen(self, event_id: str) -> str:
+        return f"{self.base}:seen:{escape(event_id)}"
+
+    def counts(self) -> str:
+        return f"{self.base}:counts"
+
+    def leaderboard(self, period: str, bucket: str, channel: str | None = None) -> str:
+        if channel is None:
+            return f"{self.base}:lb:{period}:{bucket}"
+        return f"{self.base}:lb:ch:{escape(channel)}:{period}:{bucket}"
+
+    def window(self, granularity_name: str, index: int) -> str:
+        return f"{self.base}:win:{granularity_name}:{index}"
+
+    def member(self, member_id: str) -> str:
+        return f"{self.base}:member:{escape(member_id)}"
+
+    def member_days(self, member_id: str) -> str:
+        return f"{self.base}:member:{escape(member_id)}:days"
