@@ -150,6 +150,14 @@ svc_addr() {
     esac
 }
 
+svc_start_timeout() {
+    case $1 in
+        kafka) printf '%s' "$KAFKA_START_TIMEOUT" ;;
+        redis) printf '%s' "$REDIS_START_TIMEOUT" ;;
+        prometheus) printf '%s' "$PROM_START_TIMEOUT" ;;
+    esac
+}
+
 # Main log first, then the captured stdout/stderr of the process (if any).
 svc_logs() {
     case $1 in
@@ -397,6 +405,8 @@ log4j.logger.kafka.cluster=WARN
 log4j.logger.org.apache.kafka.storage=WARN
 log4j.logger.org.apache.kafka.clients=WARN
 log4j.logger.org.apache.kafka.common.config=WARN
+log4j.logger.kafka.server.KafkaConfig=WARN
+log4j.logger.kafka.coordinator.group.GroupMetadataManager=WARN
 log4j.logger.org.apache.kafka.common.utils.AppInfoParser=WARN
 log4j.logger.org.apache.kafka.common.metrics=WARN
 log4j.logger.org.apache.zookeeper=WARN
@@ -567,9 +577,9 @@ cmd_start() {
         "start_$svc"
         started+=("$svc")
     done
-    wait_ready kafka "$KAFKA_START_TIMEOUT"
-    wait_ready redis "$REDIS_START_TIMEOUT"
-    wait_ready prometheus "$PROM_START_TIMEOUT"
+    for svc in "${SERVICES[@]}"; do
+        wait_ready "$svc" "$(svc_start_timeout "$svc")"
+    done
     if ((${#started[@]})); then
         say "started ${started[*]} in $((SECONDS - t0)) s. For the app:  eval \"\$($PROG env)\""
     else
@@ -613,16 +623,18 @@ cmd_stop() {
 }
 
 cmd_status() {
-    local svc state pid rc=0
+    local svc state pid note rc=0
     for svc in "${SERVICES[@]}"; do
         state="$(svc_state "$svc")"
         pid="$(recorded_pid "$svc" 2>/dev/null || true)"
+        note=''
         [[ $state == running ]] || rc=3
         case $state in
             stopped) pid='-' ;;
-            stale) state="stopped"; pid="- (stale pid file: $pid)" ;;
+            stale) state=stopped note="  (stale pid file: process $pid is gone)" pid='-' ;;
+            starting) note="  (process alive, port not answering yet)" ;;
         esac
-        printf '%-11s %-9s pid %-8s %s\n' "$svc" "$state" "$pid" "$(svc_addr "$svc")"
+        printf '%-11s %-9s pid %-8s %s%s\n' "$svc" "$state" "$pid" "$(svc_addr "$svc")" "$note"
     done
     return "$rc"
 }
