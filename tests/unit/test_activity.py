@@ -144,7 +144,8 @@ def test_future_skew_is_measured_from_the_given_clock() -> None:
 
 
 SCHEMA_CASES = [change for change in GOOD_OPTIONAL] + [
-    change for change, reason, _ in BAD
+    change
+    for change, reason, _ in BAD
     # The schema cannot express the clock or calendar validity; the model adds them.
     if reason not in ("in_future",) and change.get("occurred_at") != "2026-02-30T00:00:00Z"
 ]

@@ -27,8 +27,18 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     assert exited.value.code == 0
     out = capsys.readouterr().out
-    for command in ("worker", "produce", "validate", "generate", "config", "topics",
-                    "leaderboard", "member", "around", "counts"):
+    for command in (
+        "worker",
+        "produce",
+        "validate",
+        "generate",
+        "config",
+        "topics",
+        "leaderboard",
+        "member",
+        "around",
+        "counts",
+    ):
         assert f"    {command}" in out
     assert "PULSE_" in out
 
@@ -56,21 +66,30 @@ def test_configuration_errors_exit_2_with_the_variable_named(
 
 
 def write_lines(path: Path, lines: list[Any]) -> str:
-    path.write_bytes(b"".join(
-        (line if isinstance(line, bytes) else orjson.dumps(line)) + b"\n" for line in lines))
+    path.write_bytes(
+        b"".join(
+            (line if isinstance(line, bytes) else orjson.dumps(line)) + b"\n" for line in lines
+        )
+    )
     return str(path)
 
 
 def test_validate_reports_every_bad_line_and_exits_3(
-    tmp_path: Path, make_event: Callable[..., dict[str, Any]],
+    tmp_path: Path,
+    make_event: Callable[..., dict[str, Any]],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     now = "2026-01-01T00:00:00Z"
-    path = write_lines(tmp_path / "in.jsonl", [
-        make_event(occurred_at=now), b"{not json", make_event(type="chat.shout",
-                                                              occurred_at=now),
-        b"", make_event(member_id=..., occurred_at=now),
-    ])
+    path = write_lines(
+        tmp_path / "in.jsonl",
+        [
+            make_event(occurred_at=now),
+            b"{not json",
+            make_event(type="chat.shout", occurred_at=now),
+            b"",
+            make_event(member_id=..., occurred_at=now),
+        ],
+    )
     assert main(["validate", path]) == 3
     captured = capsys.readouterr()
     assert f"{path}:2: invalid_json" in captured.err
@@ -80,12 +99,14 @@ def test_validate_reports_every_bad_line_and_exits_3(
 
 
 def test_validate_accepts_a_clean_file(
-    tmp_path: Path, make_event: Callable[..., dict[str, Any]],
+    tmp_path: Path,
+    make_event: Callable[..., dict[str, Any]],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    path = write_lines(tmp_path / "ok.jsonl",
-                       [make_event(event_id=str(i), occurred_at="2026-01-01T00:00:00Z")
-                        for i in range(3)])
+    path = write_lines(
+        tmp_path / "ok.jsonl",
+        [make_event(event_id=str(i), occurred_at="2026-01-01T00:00:00Z") for i in range(3)],
+    )
     assert main(["validate", path]) == 0
     assert "3 valid, 0 invalid" in capsys.readouterr().out
 
@@ -109,17 +130,25 @@ def test_missing_file_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> No
     ("argv", "message"),
     [
         (["leaderboard", "--community", "PyCon", "--period", "week"], "community must be"),
-        (["leaderboard", "--community", "pycon", "--period", "week", "--top", "0"],
-         "top must be between 1 and 1000"),
-        (["leaderboard", "--community", "pycon", "--period", "day", "--at", "tomorrow"],
-         "at must be YYYY-MM-DD"),
+        (
+            ["leaderboard", "--community", "pycon", "--period", "week", "--top", "0"],
+            "top must be between 1 and 1000",
+        ),
+        (
+            ["leaderboard", "--community", "pycon", "--period", "day", "--at", "tomorrow"],
+            "at must be YYYY-MM-DD",
+        ),
         (["member", "a\nb", "--community", "pycon"], "member id must be"),
-        (["around", "alice", "--community", "pycon", "--period", "all", "--n", "x"],
-         "--n must be an integer"),
+        (
+            ["around", "alice", "--community", "pycon", "--period", "all", "--n", "x"],
+            "--n must be an integer",
+        ),
     ],
 )
 def test_bad_query_parameters_exit_2_before_any_redis_call(
-    argv: list[str], message: str, monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("PULSE_REDIS_URL", "redis://127.0.0.1:1/0")

@@ -18,15 +18,19 @@ def ops_of(plan: CommunityPlan, index: int = 0) -> list[Op]:
     cursor = 0
     for event in range(index + 1):
         count = int(args[cursor + 1])
-        body = args[cursor + 2: cursor + 2 + 5 * count]
+        body = args[cursor + 2 : cursor + 2 + 5 * count]
         cursor += 2 + 5 * count
         if event == index:
-            return [tuple(body[i:i + 5]) for i in range(0, len(body), 5)]  # type: ignore[misc]
+            return [tuple(body[i : i + 5]) for i in range(0, len(body), 5)]  # type: ignore[misc]
     raise AssertionError("unreachable")
 
 
-def plan_one(activity: Activity, now: float = NOON, retention: Retention | None = None,
-             points: dict[str, int] | None = None) -> CommunityPlan:
+def plan_one(
+    activity: Activity,
+    now: float = NOON,
+    retention: Retention | None = None,
+    points: dict[str, int] | None = None,
+) -> CommunityPlan:
     table = points or {"chat.message": 1, "github.pr_merged": 15}
     plans = plan_batch([activity], "pulse", table, retention or Retention(), now)
     return plans[activity.community]
@@ -40,8 +44,14 @@ def test_a_chat_message_updates_counts_leaderboards_windows_and_profile(
     ops = {(o[0], o[1], o[2]): o[3] for o in ops_of(plan)}
     assert plan.args[0] == f"{base}:seen:evt-1"
     assert ops[("h", f"{base}:counts", "chat.message")] == 1
-    for key in ("lb:day:2026-11-25", "lb:week:2026-W48", "lb:month:2026-11", "lb:all:all",
-                "lb:ch:general:week:2026-W48", "lb:ch:general:all:all"):
+    for key in (
+        "lb:day:2026-11-25",
+        "lb:week:2026-W48",
+        "lb:month:2026-11",
+        "lb:all:all",
+        "lb:ch:general:week:2026-W48",
+        "lb:ch:general:all:all",
+    ):
         assert ops[("z", f"{base}:{key}", "alice")] == -1, key
     minute = int((NOON - 60) // 60)
     assert ops[("h", f"{base}:win:min:{minute}", "alice")] == 1
@@ -69,16 +79,21 @@ def test_period_keys_expire_after_retention_counted_from_the_bucket_end(
     day_end = 1795651200  # 2026-11-26T00:00Z
     week_end = 1795996800  # Monday 2026-11-30T00:00Z
     month_end = 1796083200  # 2026-12-01T00:00Z
-    assert expiry == {"day": day_end + 100, "week": week_end + 200,
-                      "month": month_end + 300, "all": 0}
+    assert expiry == {
+        "day": day_end + 100,
+        "week": week_end + 200,
+        "month": month_end + 300,
+        "all": 0,
+    }
 
 
 def test_late_events_skip_expired_buckets_but_still_count_all_time(
     make_activity: Callable[..., Activity],
 ) -> None:
     old = make_activity(occurred_at="2026-01-05T10:00:00Z")
-    retention = Retention(day_seconds=86400, week_seconds=400 * 86400,
-                          month_seconds=86400, window_seconds=86400)
+    retention = Retention(
+        day_seconds=86400, week_seconds=400 * 86400, month_seconds=86400, window_seconds=86400
+    )
     plan = plan_one(old, retention=retention)
     keys = [o[1] for o in ops_of(plan)]
     assert plan.late == [True]
@@ -98,8 +113,7 @@ def test_batch_groups_by_community_and_drops_in_batch_repeats(
         make_activity(event_id="a", community="django"),  # same id, other community: distinct
     ]
     plans = plan_batch(batch, "pulse", {"chat.message": 1}, Retention(), NOON)
-    assert {c: p.event_ids for c, p in plans.items()} == {"pycon-us": ["a"],
-                                                         "django": ["b", "a"]}
+    assert {c: p.event_ids for c, p in plans.items()} == {"pycon-us": ["a"], "django": ["b", "a"]}
 
 
 def test_hostile_member_ids_stay_inside_their_own_keys(
@@ -110,4 +124,5 @@ def test_hostile_member_ids_stay_inside_their_own_keys(
     for op in ops:
         assert op[1].startswith("pulse:{pycon-us}:")
         assert "{django}" not in op[1]
-        assert " " not in op[1] and "*" not in op[1]
+        assert " " not in op[1]
+        assert "*" not in op[1]

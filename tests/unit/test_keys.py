@@ -9,8 +9,22 @@ import pytest
 from streams.keys import KeyLayout, escape
 
 HOSTILE = [
-    "a:b", "*", "{other}", "}{", "x\ny", "a b", "%41", "A", "ａ", "a\u200bb", "../../etc",
-    "member:days", "x" * 10_000, "", "é", "é",
+    "a:b",
+    "*",
+    "{other}",
+    "}{",
+    "x\ny",
+    "a b",
+    "%41",
+    "A",
+    "ａ",
+    "a\u200bb",
+    "../../etc",
+    "member:days",
+    "x" * 10_000,
+    "",
+    "é",
+    "é",
 ]
 
 
@@ -23,13 +37,21 @@ def hash_tag(key: str) -> str:
 def test_every_key_of_a_community_shares_its_hash_tag() -> None:
     layout = KeyLayout("pulse", "pycon-us")
     keys = [
-        layout.seen("e"), layout.counts(), layout.leaderboard("week", "2026-W48"),
-        layout.leaderboard("all", "all", "general"), layout.window("min", 1),
-        layout.member("alice"), layout.member_days("alice"),
+        layout.seen("e"),
+        layout.counts(),
+        layout.leaderboard("week", "2026-W48"),
+        layout.leaderboard("all", "all", "general"),
+        layout.window("min", 1),
+        layout.member("alice"),
+        layout.member_days("alice"),
     ]
     for member in HOSTILE:
-        keys += [layout.member(member), layout.member_days(member), layout.seen(member),
-                 layout.leaderboard("week", "2026-W48", member)]
+        keys += [
+            layout.member(member),
+            layout.member_days(member),
+            layout.seen(member),
+            layout.leaderboard("week", "2026-W48", member),
+        ]
     assert {hash_tag(k) for k in keys} == {"pycon-us"}
 
 

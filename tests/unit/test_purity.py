@@ -7,8 +7,15 @@ import sys
 from pathlib import Path
 
 CORE = Path(__file__).parents[2] / "streams"
-CLOCK_CALLS = {"time.time", "time.monotonic", "time.perf_counter", "datetime.now",
-               "datetime.utcnow", "date.today", "datetime.today"}
+CLOCK_CALLS = {
+    "time.time",
+    "time.monotonic",
+    "time.perf_counter",
+    "datetime.now",
+    "datetime.utcnow",
+    "date.today",
+    "datetime.today",
+}
 
 
 def violations(source: str) -> list[str]:
@@ -40,7 +47,13 @@ def test_core_is_standard_library_only_and_clock_free() -> None:
 
 
 def test_the_check_catches_each_kind_of_violation() -> None:
-    source = ("import redis\nfrom faust import App\nimport datetime as dt\n"
-              "from datetime import datetime\nx = datetime.now()\nimport time\ny = time.time()\n")
-    assert violations(source) == ["import redis", "import faust", "line 5: datetime.now()",
-                                  "line 7: time.time()"]
+    source = (
+        "import redis\nfrom faust import App\nimport datetime as dt\n"
+        "from datetime import datetime\nx = datetime.now()\nimport time\ny = time.time()\n"
+    )
+    assert violations(source) == [
+        "import redis",
+        "import faust",
+        "line 5: datetime.now()",
+        "line 7: time.time()",
+    ]

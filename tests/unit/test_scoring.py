@@ -11,10 +11,19 @@ from streams.scoring import DEFAULT_POINTS, parse_points, scoring_table
 def test_defaults_cover_every_type_with_the_published_points() -> None:
     assert set(DEFAULT_POINTS) == set(ACTIVITY_TYPES)
     assert dict(DEFAULT_POINTS) == {
-        "chat.message": 1, "forum.post": 3, "forum.reply": 2, "forum.answer_accepted": 10,
-        "github.issue_opened": 3, "github.comment": 1, "github.pr_opened": 5,
-        "github.pr_merged": 15, "github.review_submitted": 8, "event.checkin": 2,
-        "event.session_attended": 4, "event.volunteer_shift": 20, "feedback.submitted": 2,
+        "chat.message": 1,
+        "forum.post": 3,
+        "forum.reply": 2,
+        "forum.answer_accepted": 10,
+        "github.issue_opened": 3,
+        "github.comment": 1,
+        "github.pr_opened": 5,
+        "github.pr_merged": 15,
+        "github.review_submitted": 8,
+        "event.checkin": 2,
+        "event.session_attended": 4,
+        "event.volunteer_shift": 20,
+        "feedback.submitted": 2,
         "package.released": 10,
     }
 

@@ -18,15 +18,17 @@ def test_defaults_are_loopback_and_published_topics() -> None:
 
 
 def test_environment_values_are_parsed_and_typed() -> None:
-    s = Settings.from_env({
-        "PULSE_KAFKA_BOOTSTRAP_SERVERS": "k1:9092, k2:9093",
-        "PULSE_TOPIC_ACTIVITY": "a.one,a.two",
-        "PULSE_WEB_PORT": "7000",
-        "PULSE_LOG_LEVEL": "debug",
-        "PULSE_POINTS": "chat.message=3",
-        "PULSE_RETENTION_DAY_DAYS": "10",
-        "PULSE_DEDUPE_TTL_DAYS": "2",
-    })
+    s = Settings.from_env(
+        {
+            "PULSE_KAFKA_BOOTSTRAP_SERVERS": "k1:9092, k2:9093",
+            "PULSE_TOPIC_ACTIVITY": "a.one,a.two",
+            "PULSE_WEB_PORT": "7000",
+            "PULSE_LOG_LEVEL": "debug",
+            "PULSE_POINTS": "chat.message=3",
+            "PULSE_RETENTION_DAY_DAYS": "10",
+            "PULSE_DEDUPE_TTL_DAYS": "2",
+        }
+    )
     assert s.kafka_bootstrap_servers == ("k1:9092", "k2:9093")
     assert s.activity_topics == ("a.one", "a.two")
     assert s.web_port == 7000
@@ -49,8 +51,10 @@ def test_explicit_arguments_beat_the_environment() -> None:
         ({"PULSE_KAFKA_BOOTSTRAP_SERVERS": "nohostport"}, "is not host:port"),
         ({"PULSE_KAFKA_SECURITY_PROTOCOL": "TLS"}, "PULSE_KAFKA_SECURITY_PROTOCOL must be"),
         ({"PULSE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "PULSE_KAFKA_SASL_MECHANISM must be"),
-        ({"PULSE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "PULSE_KAFKA_SASL_MECHANISM": "PLAIN"},
-         "PULSE_KAFKA_SASL_USERNAME and PULSE_KAFKA_SASL_PASSWORD are required"),
+        (
+            {"PULSE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "PULSE_KAFKA_SASL_MECHANISM": "PLAIN"},
+            "PULSE_KAFKA_SASL_USERNAME and PULSE_KAFKA_SASL_PASSWORD are required",
+        ),
         ({"PULSE_KAFKA_SSL_CAFILE": "/nonexistent/ca.pem"}, "no such file"),
         ({"PULSE_REDIS_URL": "http://x"}, "PULSE_REDIS_URL must start with"),
         ({"PULSE_REDIS_KEY_PREFIX": "a{b}"}, "PULSE_REDIS_KEY_PREFIX"),
@@ -67,13 +71,15 @@ def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None
 
 
 def test_secrets_never_show_in_public_config_or_repr() -> None:
-    s = Settings.from_env({
-        "PULSE_REDIS_URL": "rediss://user:hunter2@redis.example:6380/1",
-        "PULSE_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
-        "PULSE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
-        "PULSE_KAFKA_SASL_USERNAME": "svc",
-        "PULSE_KAFKA_SASL_PASSWORD": "s3cr3t-pw",
-    })
+    s = Settings.from_env(
+        {
+            "PULSE_REDIS_URL": "rediss://user:hunter2@redis.example:6380/1",
+            "PULSE_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "PULSE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "PULSE_KAFKA_SASL_USERNAME": "svc",
+            "PULSE_KAFKA_SASL_PASSWORD": "s3cr3t-pw",
+        }
+    )
     text = json.dumps(s.public()) + repr(s) + str(s)
     assert "hunter2" not in text
     assert "s3cr3t-pw" not in text
@@ -85,8 +91,12 @@ def test_secrets_never_show_in_public_config_or_repr() -> None:
 def test_public_config_lists_scoring_windows_and_retention() -> None:
     public = Settings.from_env({}).public()
     assert public["scoring"]["points"]["github.pr_merged"] == 15
-    assert public["windows"]["1h"] == {"seconds": 3600, "granularity_seconds": 60,
-                                       "buckets": 60, "bucket_keys": "min"}
+    assert public["windows"]["1h"] == {
+        "seconds": 3600,
+        "granularity_seconds": 60,
+        "buckets": 60,
+        "bucket_keys": "min",
+    }
     assert public["retention"]["event_id_memory_seconds"] == 7 * 86400
 
 

@@ -16,7 +16,10 @@ def window_sum(window: Window, events: list[tuple[float, int]], at: float) -> in
 
 def test_published_granularities() -> None:
     assert [(w.name, w.seconds, w.granularity) for w in WINDOWS] == [
-        ("1h", HOUR, MINUTE), ("24h", DAY, HOUR), ("7d", 7 * DAY, HOUR), ("30d", 30 * DAY, DAY)
+        ("1h", HOUR, MINUTE),
+        ("24h", DAY, HOUR),
+        ("7d", 7 * DAY, HOUR),
+        ("30d", 30 * DAY, DAY),
     ]
     assert [len(w.buckets(1e9)) for w in WINDOWS] == [60, 24, 168, 30]
 
@@ -27,12 +30,12 @@ T = 1_800_000_000.0  # divisible by 3600 and 60 but not a day boundary
 @pytest.mark.parametrize(
     ("name", "offset", "counted"),
     [
-        ("1h", 0, True),                    # in T's own bucket
-        ("1h", -59 * MINUTE, True),         # oldest whole minute still inside
-        ("1h", -60 * MINUTE, False),        # exactly one hour back: out (half-open)
+        ("1h", 0, True),  # in T's own bucket
+        ("1h", -59 * MINUTE, True),  # oldest whole minute still inside
+        ("1h", -60 * MINUTE, False),  # exactly one hour back: out (half-open)
         ("1h", -60 * MINUTE - 1, False),
-        ("1h", 59, True),                   # later in T's minute: same bucket
-        ("1h", 60, False),                  # the next minute is not yet in the window
+        ("1h", 59, True),  # later in T's minute: same bucket
+        ("1h", 60, False),  # the next minute is not yet in the window
         ("24h", -23 * HOUR, True),
         ("24h", -24 * HOUR, False),
         ("7d", -(7 * 24 - 1) * HOUR, True),
