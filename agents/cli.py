@@ -241,7 +241,8 @@ def cmd_leaderboard(args: argparse.Namespace, settings: Settings) -> int:
         _print_json(body)
         return EXIT_OK
     channel = f" #{q.channel}" if q.channel else ""
-    print(f"{q.community}{channel} leaderboard, {q.period} {body['bucket']}")
+    bucket = "all time" if q.period == "all" else f"{q.period} {body['bucket']}"
+    print(f"{q.community}{channel} leaderboard, {bucket}")
     _print_entries(body["entries"])
     return EXIT_OK
 
@@ -286,7 +287,8 @@ def cmd_around(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         _print_json(body)
         return EXIT_OK
-    print(f"{community} leaderboard, {period} {body['bucket']}: {member} is #{body['rank']}")
+    bucket = "all time" if period == "all" else f"{period} {body['bucket']}"
+    print(f"{community} leaderboard, {bucket}: {member} is #{body['rank']}")
     _print_entries(body["entries"], mark=member)
     return EXIT_OK
 

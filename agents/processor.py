@@ -11,19 +11,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import orjson
 import redis
-from prometheus_client import Counter
+from prometheus_client import Counter as PromCounter
 
 from agents.metrics import PulseMetrics
 from agents.settings import Settings
-from agents.store import BatchWriter
 from streams.activity import Activity, InvalidActivity, parse_activity
-from streams.effects import plan_batch
+from streams.effects import CommunityPlan, plan_batch
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,6 +66,11 @@ class DeadLetter:
         if self.field is not None:
             headers.append(("pulse-field", self.field.encode()))
         return headers
+
+
+class EffectWriter(Protocol):
+    async def apply(self, plans: Sequence[CommunityPlan]) -> list[list[int]]:
+        """Apply the plans; per plan, 1 (applied) or 0 (duplicate) per event."""
 
 
 class KafkaUnavailable(Exception):
@@ -117,7 +122,7 @@ class ActivityProcessor:
     def __init__(
         self,
         settings: Settings,
-        writer: BatchWriter,
+        writer: EffectWriter,
         dead_letters: DeadLetterSink,
         metrics: PulseMetrics,
         clock: Callable[[], float] = time.time,
@@ -182,14 +187,19 @@ class ActivityProcessor:
                 else:
                     outcome.duplicates += 1
                     m.events_duplicate.labels(community).inc()
-        # Repeats of an event_id inside the batch were dropped by the planner.
-        in_batch_repeats = len(activities) - sum(len(p.activities) for p in plans)
-        outcome.duplicates += in_batch_repeats
+        # Repeats of an event_id inside one batch were dropped by the planner.
+        planned = {plan.layout.community: len(plan.activities) for plan in plans}
+        for community, valid in Counter(a.community for a in activities).items():
+            if repeats := valid - planned[community]:
+                outcome.duplicates += repeats
+                m.events_duplicate.labels(community).inc(repeats)
         m.batch_size.observe(len(records))
         m.batch_duration.observe(time.perf_counter() - started)
         return outcome
 
-    async def _retry(self, attempt: Callable[[], Awaitable[T]], errors: Counter, what: str) -> T:
+    async def _retry(
+        self, attempt: Callable[[], Awaitable[T]], errors: PromCounter, what: str
+    ) -> T:
         """Run ``attempt`` until it succeeds, backing off on connection-level failures.
 
         The batch is not acknowledged while this waits, so Kafka offsets never move past

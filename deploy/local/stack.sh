@@ -355,8 +355,9 @@ fetch_kafka_libs() {
         die "could not fetch the Kafka jars with Maven (full log: $mvn_log)"
     fi
     n=$(find "$staging" -maxdepth 1 -name '*.jar' | wc -l)
-    compgen -G "$staging/kafka_2.13-*.jar" >/dev/null && ((n >= 20)) ||
+    if ! compgen -G "$staging/kafka_2.13-*.jar" >/dev/null || ((n < 20)); then
         die "Maven finished but $staging looks incomplete ($n jars)"
+    fi
     rm -rf "$KAFKA_LIBS"
     mv "$staging" "$KAFKA_LIBS"
     pom_digest >"$KAFKA_LIBS_MARKER"
@@ -665,7 +666,10 @@ cmd_logs() {
         return 0
     fi
     say "log files in $LOG_DIR:"
-    ls -lh "$LOG_DIR" | tail -n +2 | sed 's/^/  /'
+    for f in "$LOG_DIR"/*; do
+        [[ -f $f ]] || continue
+        printf '  %-22s %6s  modified %s\n' "${f##*/}" "$(du -h -- "$f" | cut -f1)" "$(date -r "$f" '+%F %T')"
+    done
     for svc in "${SERVICES[@]}"; do
         while read -r f; do
             [[ -s $f ]] || continue

@@ -1,0 +1,153 @@
+"""The batch pipeline with hand-written fakes for Redis and the DLQ (no servers)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+import redis
+from prometheus_client import CollectorRegistry
+
+from agents.metrics import PulseMetrics
+from agents.processor import ActivityProcessor, DeadLetter
+from agents.settings import Settings
+from streams.effects import CommunityPlan
+from tests.conftest import NOON
+
+
+@dataclass
+class FakeRecord:
+    value: bytes | None
+    key: bytes | None = b"k"
+    topic: str = "pulse.activity"
+    partition: int = 0
+    offset: int = 0
+    timestamp: float = NOON - 1
+
+
+class FakeWriter:
+    """Remembers event ids like the Lua script does; can fail the first N calls."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.seen: set[tuple[str, str]] = set()
+        self.failures = failures
+        self.calls = 0
+
+    async def apply(self, plans: Sequence[CommunityPlan]) -> list[list[int]]:
+        self.calls += 1
+        if self.failures:
+            self.failures -= 1
+            raise redis.exceptions.ConnectionError("Redis is down")
+        out = []
+        for plan in plans:
+            flags = []
+            for event_id in plan.event_ids:
+                key = (plan.layout.community, event_id)
+                flags.append(0 if key in self.seen else 1)
+                self.seen.add(key)
+            out.append(flags)
+        return out
+
+
+class FakeDeadLetters:
+    def __init__(self) -> None:
+        self.letters: list[DeadLetter] = []
+
+    async def publish(self, letters: Sequence[DeadLetter]) -> None:
+        self.letters.extend(letters)
+
+
+def sample(metrics: PulseMetrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+def run(processor: ActivityProcessor, records: list[FakeRecord]) -> Any:
+    return asyncio.run(processor.process(records))
+
+
+@pytest.fixture
+def parts() -> tuple[FakeWriter, FakeDeadLetters, PulseMetrics]:
+    return FakeWriter(), FakeDeadLetters(), PulseMetrics(CollectorRegistry())
+
+
+def make(parts: tuple[FakeWriter, FakeDeadLetters, PulseMetrics]) -> ActivityProcessor:
+    writer, letters, metrics = parts
+    return ActivityProcessor(Settings.from_env({}), writer, letters, metrics, clock=lambda: NOON)
+
+
+def test_valid_invalid_and_repeated_records(
+    parts: tuple[FakeWriter, FakeDeadLetters, PulseMetrics],
+    make_event: Callable[..., dict[str, Any]],
+) -> None:
+    _, letters, metrics = parts
+    processor = make(parts)
+    good = orjson.dumps(make_event())
+    records = [
+        FakeRecord(good, offset=0),
+        FakeRecord(b"nope", offset=1),
+        FakeRecord(None, offset=2),
+        FakeRecord(good, offset=3),
+    ]
+    outcome = run(processor, records)
+    assert (outcome.applied, outcome.invalid, outcome.duplicates) == (1, 2, 1)
+    assert [(letter.reason, letter.offset, letter.value) for letter in letters.letters] == [
+        ("invalid_json", 1, b"nope"),
+        ("invalid_json", 2, b""),
+    ]
+    assert (
+        sample(metrics, "pulse_events_processed_total", community="pycon-us", type="chat.message")
+        == 1
+    )
+    assert sample(metrics, "pulse_events_invalid_total", reason="invalid_json") == 2
+    assert sample(metrics, "pulse_events_duplicate_total", community="pycon-us") == 1
+    assert sample(metrics, "pulse_processing_latency_seconds_sum") == pytest.approx(1.0)
+
+    again = run(processor, [FakeRecord(good)])
+    assert (again.applied, again.duplicates) == (0, 1)
+    assert sample(metrics, "pulse_events_duplicate_total", community="pycon-us") == 2
+
+
+def test_dead_letters_carry_reason_field_and_origin(
+    parts: tuple[FakeWriter, FakeDeadLetters, PulseMetrics],
+    make_event: Callable[..., dict[str, Any]],
+) -> None:
+    _, letters, _ = parts
+    raw = orjson.dumps(make_event(member_id=...))
+    run(make(parts), [FakeRecord(raw, key=b"alice", partition=3, offset=42)])
+    headers = dict(letters.letters[0].headers())
+    assert headers == {
+        "pulse-reason": b"missing_field",
+        "pulse-detail": b"member_id is required",
+        "pulse-field": b"member_id",
+        "pulse-source-topic": b"pulse.activity",
+        "pulse-source-partition": b"3",
+        "pulse-source-offset": b"42",
+    }
+    assert letters.letters[0].key == b"alice"
+    assert letters.letters[0].value == raw
+
+
+def test_redis_outage_is_retried_until_applied_and_counted(
+    make_event: Callable[..., dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    writer, metrics = FakeWriter(failures=3), PulseMetrics(CollectorRegistry())
+    processor = ActivityProcessor(
+        Settings.from_env({}), writer, FakeDeadLetters(), metrics, clock=lambda: NOON
+    )
+    sleeps: list[float] = []
+
+    async def no_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    monkeypatch.setattr(asyncio, "sleep", no_sleep)
+    outcome = run(processor, [FakeRecord(orjson.dumps(make_event()))])
+    assert outcome.applied == 1
+    assert writer.calls == 4
+    assert sleeps == [0.1, 0.2, 0.4]
+    assert sample(metrics, "pulse_redis_errors_total") == 3
