@@ -109,22 +109,20 @@ recorded_pid() {
     printf '%s' "$pid"
 }
 
-# A string that must appear in the command line of *our* process: protects
-# against a recycled pid that now belongs to something else.
-cmdline_marker() {
-    case $1 in
-        kafka)      printf '%s' "$KAFKA_PROPS" ;;
-        redis)      printf '%s' "redis-server" ;;   # redis rewrites its argv to "redis-server 127.0.0.1:PORT"
-        prometheus) printf '%s' "--storage.tsdb.path=$PROM_DATA" ;;
-    esac
-}
-
-# True when the pid is alive, not a zombie, and its command line is ours.
+# True when the pid is alive, not a zombie, and its command line is the one we
+# started (protects against a pid recycled by an unrelated process).
 pid_is_ours() {
     local svc=$1 pid=$2 cmd
     kill -0 "$pid" 2>/dev/null || return 1
     cmd="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
-    [[ -n $cmd && $cmd == *"$(cmdline_marker "$svc")"* ]]
+    [[ -n $cmd ]] || return 1   # zombie
+    case $svc in
+        kafka) [[ $cmd == *"kafka.Kafka $KAFKA_PROPS"* ]] ;;
+        # redis rewrites its argv to "redis-server 127.0.0.1:PORT" once it runs
+        redis) [[ $cmd == *"redis-server $REDIS_CONF"* || $cmd == *"redis-server $HOST:$REDIS_PORT"* ]] ;;
+        prometheus) [[ $cmd == *"--storage.tsdb.path=$PROM_DATA"* ]] ;;
+        *) return 1 ;;
+    esac
 }
 
 # True when the service's pid file names a live process of ours.
@@ -261,8 +259,14 @@ launch() {
     local svc=$1 out=$2
     shift 2
     setsid nohup "$@" >>"$out" 2>&1 </dev/null 9>&- &
-    local pid=$!
+    local pid=$! i
     printf '%s\n' "$pid" >"$(pid_file "$svc")"
+    # Give the fork a moment to exec, so that pid_is_ours recognises it.
+    for ((i = 0; i < 40; i++)); do
+        pid_is_ours "$svc" "$pid" && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
     say "  $svc: started (pid $pid), log: $(svc_log "$svc")"
 }
 
