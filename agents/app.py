@@ -67,6 +67,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers],
         broker_credentials=_credentials(settings),
         store="memory://",
+        # Faust keeps its own small state here; all product state is in Redis.
+        datadir=settings.data_dir,
         autodiscover=False,
         web_bind=settings.web_bind,
         web_port=settings.web_port,

@@ -70,6 +70,7 @@ ENV: Final[dict[str, str]] = {
     "web_bind": "PULSE_WEB_BIND",
     "web_port": "PULSE_WEB_PORT",
     "log_level": "PULSE_LOG_LEVEL",
+    "data_dir": "PULSE_DATA_DIR",
     "batch_size": "PULSE_BATCH_SIZE",
     "batch_within": "PULSE_BATCH_WITHIN_SECONDS",
     "max_future_skew": "PULSE_MAX_FUTURE_SKEW_SECONDS",
@@ -108,6 +109,7 @@ class Settings:
     web_bind: str = "127.0.0.1"
     web_port: int = 6066
     log_level: str = "INFO"
+    data_dir: str = "pulse-data"
     batch_size: int = 500
     batch_within: float = 0.2
     max_future_skew: float = 300.0
@@ -164,6 +166,7 @@ class Settings:
             "app_id",
             "dlq_topic",
             "web_bind",
+            "data_dir",
         ):
             if (text := raw(name)) is not None:
                 values[name] = text
@@ -288,6 +291,7 @@ class Settings:
             },
             "web": {"bind": self.web_bind, "port": self.web_port, "metrics_path": "/metrics"},
             "log_level": self.log_level,
+            "data_dir": self.data_dir,
             "batching": {"max_events": self.batch_size, "within_seconds": self.batch_within},
             "validation": {"max_future_skew_seconds": self.max_future_skew},
             "scoring": {"points": dict(self.points)},

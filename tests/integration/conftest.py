@@ -7,10 +7,12 @@ never see each other's data. Workers are real ``pulse worker`` processes.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -75,7 +77,10 @@ class Sandbox:
     dlq_topic: str = ""
     prefix: str = ""
 
+    data_dir: str = ""
+
     def __post_init__(self) -> None:
+        self.data_dir = os.path.join(tempfile.gettempdir(), f"pulse-it-{self.name}")
         self.activity_topic = f"it.{self.name}.activity"
         self.dlq_topic = f"it.{self.name}.activity.dlq"
         self.prefix = f"it-{self.name}"
@@ -94,6 +99,7 @@ class Sandbox:
                 "PULSE_REDIS_KEY_PREFIX": self.prefix,
                 "PULSE_WEB_PORT": str(self.web_port),
                 "PULSE_LOG_LEVEL": "INFO",
+                "PULSE_DATA_DIR": self.data_dir,
                 "PULSE_BATCH_WITHIN_SECONDS": "0.05",
             }
         )
@@ -228,6 +234,7 @@ def sandbox(stack: Stack) -> Iterator[Sandbox]:
         admin.delete_topics([box.activity_topic, box.dlq_topic])
     finally:
         admin.close()
+    shutil.rmtree(box.data_dir, ignore_errors=True)
     client = box.redis()
     keys = list(client.scan_iter(match=f"{box.prefix}:*", count=1000))
     for start in range(0, len(keys), 500):
