@@ -300,11 +300,12 @@ def cmd_counts(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         _print_json(body)
         return EXIT_OK
-    for community, counts in body.items():
-        total = sum(counts.values())
-        print(f"{community}: {total} events")
-        for kind, value in counts.items():
-            print(f"  {kind:<24} {value:>8}")
+    kinds = sorted({kind for counts in body.values() for kind in counts})
+    width = max([len(c) for c in communities] + [8])
+    print(f"{'type':<24}" + "".join(f"{c:>{width + 2}}" for c in communities))
+    for kind in kinds:
+        print(f"{kind:<24}" + "".join(f"{body[c].get(kind, 0):>{width + 2}}" for c in communities))
+    print(f"{'total':<24}" + "".join(f"{sum(body[c].values()):>{width + 2}}" for c in communities))
     return EXIT_OK
 
 
