@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import faust
+import orjson
 from prometheus_client import CollectorRegistry
 
 from agents import web
@@ -60,6 +61,23 @@ class FaustDeadLetters:
             raise KafkaUnavailable(str(exc)) from exc
 
 
+class FaustAwards:
+    """Award sink on a Faust topic: key member_id, value the JSON message, nothing else."""
+
+    def __init__(self, topic: Any) -> None:
+        self._topic = topic
+
+    async def publish(self, messages: Sequence[dict[str, Any]]) -> None:
+        try:
+            pending = [
+                await self._topic.send(key=m["member_id"].encode(), value=orjson.dumps(m))
+                for m in messages
+            ]
+            await asyncio.gather(*pending)
+        except Exception as exc:  # aiokafka raises many kinds; all mean "not stored"
+            raise KafkaUnavailable(str(exc)) from exc
+
+
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> faust.App:
     """Build the worker app from ``settings`` (the only place adapters are wired)."""
     app = faust.App(
@@ -84,13 +102,21 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         *settings.activity_topics, key_serializer="raw", value_serializer="raw"
     )
     dlq_topic = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer="raw")
+    awards_topic = app.topic(settings.awards_topic, key_serializer="raw", value_serializer="raw")
     redis_url = settings.redis_url.reveal()
     state: dict[str, Any] = {}
 
     @app.agent(activity_topic, name="activity")
     async def process_activity(stream: Any) -> None:
-        writer = BatchWriter(connect_async(redis_url), settings.retention.dedupe_seconds)
-        processor = ActivityProcessor(settings, writer, FaustDeadLetters(dlq_topic), metrics)
+        writer = BatchWriter(
+            connect_async(redis_url), settings.retention.dedupe_seconds, settings.redis_key_prefix
+        )
+        processor = ActivityProcessor(
+            settings, writer, FaustDeadLetters(dlq_topic), metrics, FaustAwards(awards_topic)
+        )
+        recovered = await processor.drain_outbox()
+        if recovered:
+            log.info("published %d award(s) left in the outbox by a previous run", recovered)
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
             outcome = await processor.process([event.message for event in events])
             log.debug("batch of %d: %s", len(events), outcome)

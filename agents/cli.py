@@ -19,7 +19,8 @@ import orjson
 
 from agents.settings import ConfigError, Settings
 from streams import queries
-from streams.activity import InvalidActivity, parse_activity
+from streams.activity import Activity, InvalidActivity, parse_activity
+from streams.periods import format_instant
 from streams.queries import BadQuery, LeaderboardQuery
 from streams.simulation import DEFAULT_COMMUNITIES, generate
 
@@ -187,7 +188,7 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError(
             f"Kafka at {','.join(settings.kafka_bootstrap_servers)}: {exc}", EXIT_SERVICE
         ) from None
-    for topic in (*settings.activity_topics, settings.dlq_topic):
+    for topic in (*settings.activity_topics, settings.dlq_topic, settings.awards_topic):
         state = "created" if topic in created else "exists"
         print(f"{topic}\t{state}")
     return EXIT_OK
@@ -293,6 +294,120 @@ def cmd_around(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_badges(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "backtest":
+        if not args.file:
+            raise CliError("backtest needs a JSON-lines FILE", EXIT_USAGE)
+        return backtest(args.file, settings, args.json)
+    catalog = [badge.public() for badge in settings.catalog]
+    if args.json:
+        _print_json({"file": settings.badges_file, "badges": catalog})
+        return EXIT_OK
+    print(f"badge catalog: {settings.badges_file or 'built-in default'}")
+    for badge in catalog:
+        tiers = ", ".join(f"{t['tier']} {t['at_least']}" for t in badge["tiers"] if t["tier"])
+        print(f"  {badge['badge']:<20} {badge['name']}{f' ({tiers})' if tiers else ''}")
+        print(f"  {'':<20} {badge['description']}")
+    return EXIT_OK
+
+
+def backtest(path: str, settings: Settings, as_json: bool) -> int:
+    """Evaluate the catalog over a file with the in-memory ledger: no Kafka, no Redis."""
+    from streams.effects import Retention, plan_batch
+    from streams.ledger import MemoryLedger
+
+    now = time.time()
+    ledger = MemoryLedger()
+    keep = Retention(
+        day_seconds=10**10, week_seconds=10**10, month_seconds=10**10, window_seconds=10**10
+    )
+    valid = invalid = 0
+    batch: list[Activity] = []
+    communities: dict[str, str] = {}
+
+    def flush() -> None:
+        plans = plan_batch(
+            batch, settings.redis_key_prefix, settings.points, keep, now, settings.catalog
+        )
+        for plan in plans.values():
+            communities.update(dict.fromkeys(plan.checks, plan.layout.community))
+        ledger.apply(list(plans.values()))
+        batch.clear()
+
+    with _open(path) as handle:
+        for raw_line in handle:
+            if not raw_line.strip():
+                continue
+            try:
+                batch.append(
+                    parse_activity(
+                        orjson.loads(raw_line), now=now, max_future_skew=settings.max_future_skew
+                    )
+                )
+                valid += 1
+            except (orjson.JSONDecodeError, InvalidActivity):
+                invalid += 1
+            if len(batch) >= 5000:
+                flush()
+    flush()
+    awards = [
+        {
+            "community": communities[a.award_id],
+            "member_id": a.member_id,
+            "badge": a.badge,
+            "tier": a.tier,
+            "awarded_at": format_instant(a.at_ms / 1000),
+            "evidence": [a.evidence],
+            "award_id": a.award_id,
+        }
+        for a in ledger.awards
+    ]
+    totals: dict[str, int] = {}
+    for fired in ledger.awards:
+        name = fired.badge + (f" {fired.tier}" if fired.tier else "")
+        totals[name] = totals.get(name, 0) + 1
+    if as_json:
+        _print_json(
+            {
+                "events": valid,
+                "invalid": invalid,
+                "awards": len(awards),
+                "by_badge": totals,
+                "list": awards,
+            }
+        )
+        return EXIT_OK
+    print(f"{path}: {valid} events ({invalid} invalid skipped) would award {len(awards)} badges")
+    for name, count in sorted(totals.items()):
+        print(f"  {name:<28} {count:>6}")
+    for award in awards[:50]:
+        tier = f" {award['tier']}" if award["tier"] else ""
+        print(
+            f"  {award['awarded_at']}  {award['community']}/{award['member_id']}: "
+            f"{award['badge']}{tier}"
+        )
+    if len(awards) > 50:
+        print(f"  ... and {len(awards) - 50} more (--json lists all)")
+    return EXIT_OK
+
+
+def cmd_awards(args: argparse.Namespace, settings: Settings) -> int:
+    community = queries.community(args.community)
+    member = queries.member_id(args.member) if args.member else None
+    limit = queries.bounded_int(args.limit, "--limit", 100, 1, 100_000)
+    awards = _reader(settings).awards(community, member, limit)
+    if args.json:
+        _print_json({"community": community, "member_id": member, "awards": awards})
+        return EXIT_OK
+    if not awards:
+        print(f"no awards in {community}" + (f" for {member}" if member else ""))
+    for award in awards:
+        tier = f" {award['tier']}" if award["tier"] else ""
+        state = "" if award["published"] else "  (not yet published)"
+        print(f"{award['awarded_at']}  {award['member_id']}: {award['badge']}{tier}{state}")
+    return EXIT_OK
+
+
 def cmd_counts(args: argparse.Namespace, settings: Settings) -> int:
     communities = [queries.community(c) for c in args.community]
     reader = _reader(settings)
@@ -380,6 +495,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--period", required=True, choices=("day", "week", "month", "all"))
     p.add_argument("--n", default=5, help="members above and below (default 5)")
     p.add_argument("--at", help="a day (YYYY-MM-DD) or RFC 3339 time; default now")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add(
+        "badges",
+        cmd_badges,
+        "show the badge catalog, or backtest it over a file (no Kafka, no Redis)",
+    )
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=("list", "backtest"),
+        default="list",
+        help="list (default) or backtest",
+    )
+    p.add_argument("file", nargs="?", help="backtest: JSON-lines file of activity events")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("awards", cmd_awards, "list the badges awarded in a community")
+    p.add_argument("--community", required=True)
+    p.add_argument("--member", help="only this member")
+    p.add_argument("--limit", default=100, help="at most this many (default 100)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = add("counts", cmd_counts, "events processed per type, for one or more communities")

@@ -43,7 +43,7 @@ def client_options(settings: Settings) -> dict[str, Any]:
 
 def ensure_topics(settings: Settings, extra: Iterable[str] = ()) -> list[str]:
     """Create the input and dead-letter topics when missing; returns those created."""
-    wanted = [*settings.activity_topics, settings.dlq_topic, *extra]
+    wanted = [*settings.activity_topics, settings.dlq_topic, settings.awards_topic, *extra]
     admin = KafkaAdminClient(**client_options(settings), request_timeout_ms=15000)
     try:
         existing = set(admin.list_topics())

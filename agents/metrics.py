@@ -59,6 +59,17 @@ class PulseMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.badges_awarded = Counter(
+            f"{prefix}_badges_awarded",
+            "Badge awards recorded and published.",
+            ("community", "badge", "tier"),
+            registry=registry,
+        )
+        self.award_errors = Counter(
+            f"{prefix}_award_publish_errors",
+            "Failed attempts to publish awards (retried).",
+            registry=registry,
+        )
         self.redis_errors = Counter(
             f"{prefix}_redis_errors",
             "Failed attempts to apply a batch to Redis (retried).",

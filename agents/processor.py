@@ -14,7 +14,8 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 import orjson
 import redis
@@ -23,7 +24,9 @@ from prometheus_client import Counter as PromCounter
 from agents.metrics import PulseMetrics
 from agents.settings import Settings
 from streams.activity import Activity, InvalidActivity, parse_activity
-from streams.effects import CommunityPlan, plan_batch
+from streams.badges import award_message
+from streams.effects import Applied, CommunityPlan, plan_batch
+from streams.keys import KeyLayout
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -69,8 +72,25 @@ class DeadLetter:
 
 
 class EffectWriter(Protocol):
-    async def apply(self, plans: Sequence[CommunityPlan]) -> list[list[int]]:
-        """Apply the plans; per plan, 1 (applied) or 0 (duplicate) per event."""
+    async def apply(self, plans: Sequence[CommunityPlan]) -> list[Applied]:
+        """Apply the plans; per plan, a flag per event and the awards recorded."""
+
+    async def pending_awards(self, layout: KeyLayout) -> list[tuple[str, dict[str, Any]]]:
+        """Recorded, unpublished awards of one community: (award_id, record)."""
+
+    async def confirm_published(self, confirmed: Sequence[tuple[KeyLayout, str]]) -> None:
+        """Take published awards out of the outbox."""
+
+    async def communities(self) -> list[str]:
+        """Every community the writer has seen."""
+
+    async def remember_communities(self, communities: Sequence[str]) -> None:
+        """Note communities seen in a batch."""
+
+
+class AwardSink(Protocol):
+    async def publish(self, messages: Sequence[dict[str, Any]]) -> None:
+        """Publish award messages (key member_id) and return once the broker has them all."""
 
 
 class KafkaUnavailable(Exception):
@@ -88,6 +108,7 @@ class BatchOutcome:
     duplicates: int = 0
     invalid: int = 0
     late: int = 0
+    awarded: int = 0
 
 
 def decode(record: Record, now: float, max_future_skew: float) -> Activity | DeadLetter:
@@ -125,11 +146,14 @@ class ActivityProcessor:
         writer: EffectWriter,
         dead_letters: DeadLetterSink,
         metrics: PulseMetrics,
+        awards: AwardSink,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
         self._writer = writer
         self._dead_letters = dead_letters
+        self._awards = awards
+        self._known_communities: set[str] = set()
         self._metrics = metrics
         self._clock = clock
 
@@ -165,16 +189,44 @@ class ActivityProcessor:
                 self._settings.points,
                 self._settings.retention,
                 now,
+                self._settings.catalog,
             ).values()
         )
+        if new := {p.layout.community for p in plans} - self._known_communities:
+            # Remembered before anything can be awarded, so that a restarted worker knows
+            # whose award outbox to drain.
+            await self._retry(
+                lambda: self._writer.remember_communities(sorted(new)),
+                self._metrics.redis_errors,
+                "record communities",
+            )
+            self._known_communities |= new
         results = await self._retry(
             lambda: self._writer.apply(plans), self._metrics.redis_errors, "apply a batch to Redis"
         )
         applied_at = self._clock()
         m = self._metrics
-        for plan, flags in zip(plans, results, strict=True):
+        awards: list[tuple[KeyLayout, dict[str, Any]]] = []
+        for plan, result in zip(plans, results, strict=True):
             community = plan.layout.community
-            for activity, flag, late in zip(plan.activities, flags, plan.late, strict=True):
+            for identity in result.fired:
+                activity, badge, tier = plan.checks[identity]
+                awards.append(
+                    (
+                        plan.layout,
+                        award_message(
+                            community,
+                            identity,
+                            activity.member_id,
+                            badge.id,
+                            tier,
+                            int(activity.occurred_at * 1000),
+                            activity.event_id,
+                            badge,
+                        ),
+                    )
+                )
+            for activity, flag, late in zip(plan.activities, result.flags, plan.late, strict=True):
                 if flag:
                     outcome.applied += 1
                     m.events_processed.labels(community, activity.type).inc()
@@ -193,9 +245,74 @@ class ActivityProcessor:
             if repeats := valid - planned[community]:
                 outcome.duplicates += repeats
                 m.events_duplicate.labels(community).inc(repeats)
+        if awards:
+            await self.publish_awards(awards)
+            outcome.awarded = len(awards)
         m.batch_size.observe(len(records))
         m.batch_duration.observe(time.perf_counter() - started)
         return outcome
+
+    async def publish_awards(self, awards: Sequence[tuple[KeyLayout, dict[str, Any]]]) -> None:
+        """Publish award messages, then clear them from the outbox.
+
+        An award is recorded in Redis (with its outbox entry) by the same atomic call that
+        applied the event; it leaves the outbox only after the broker acknowledged it. A
+        crash in between leaves it in the outbox, and :meth:`drain_outbox` publishes it
+        again on start-up: at least once, with a deterministic ``award_id``.
+        """
+        await self._retry(
+            lambda: self._awards.publish([msg for _, msg in awards]),
+            self._metrics.award_errors,
+            "publish awards",
+        )
+        await self._retry(
+            lambda: self._writer.confirm_published([(lay, msg["award_id"]) for lay, msg in awards]),
+            self._metrics.redis_errors,
+            "clear the award outbox",
+        )
+        for _, msg in awards:
+            self._metrics.badges_awarded.labels(
+                msg["community"], msg["badge"], msg["tier"] or ""
+            ).inc()
+
+    async def drain_outbox(self) -> int:
+        """Publish awards a previous run recorded but did not confirm; returns how many."""
+        catalog = {badge.id: badge for badge in self._settings.catalog}
+        prefix = self._settings.redis_key_prefix
+        communities = await self._retry(
+            self._writer.communities, self._metrics.redis_errors, "list communities"
+        )
+        total = 0
+        for community in communities:
+            layout = KeyLayout(prefix, community)
+            while True:
+                pending = await self._retry(
+                    partial(self._writer.pending_awards, layout),
+                    self._metrics.redis_errors,
+                    "read the award outbox",
+                )
+                if not pending:
+                    break
+                await self.publish_awards(
+                    [
+                        (
+                            layout,
+                            award_message(
+                                community,
+                                identity,
+                                r["member_id"],
+                                r["badge"],
+                                r["tier"] or None,
+                                int(r["at_ms"]),
+                                r["evidence"],
+                                catalog.get(r["badge"]),
+                            ),
+                        )
+                        for identity, r in pending
+                    ]
+                )
+                total += len(pending)
+        return total
 
     async def _retry(
         self, attempt: Callable[[], Awaitable[T]], errors: PromCounter, what: str

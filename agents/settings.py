@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
+from streams.badges import Badge, CatalogError, default_catalog, load_catalog
 from streams.effects import Retention
 from streams.keys import PREFIX_RE
 from streams.scoring import parse_points, scoring_table
@@ -66,6 +67,8 @@ ENV: Final[dict[str, str]] = {
     "app_id": "PULSE_APP_ID",
     "activity_topics": "PULSE_TOPIC_ACTIVITY",
     "dlq_topic": "PULSE_TOPIC_DLQ",
+    "awards_topic": "PULSE_TOPIC_AWARDS",
+    "badges_file": "PULSE_BADGES_FILE",
     "topic_partitions": "PULSE_TOPIC_PARTITIONS",
     "web_bind": "PULSE_WEB_BIND",
     "web_port": "PULSE_WEB_PORT",
@@ -105,6 +108,9 @@ class Settings:
     app_id: str = "community-pulse"
     activity_topics: tuple[str, ...] = ("pulse.activity",)
     dlq_topic: str = "pulse.activity.dlq"
+    awards_topic: str = "pulse.badges.awarded"
+    badges_file: str | None = None
+    catalog: tuple[Badge, ...] = field(default_factory=default_catalog)
     topic_partitions: int = 12
     web_bind: str = "127.0.0.1"
     web_port: int = 6066
@@ -165,6 +171,7 @@ class Settings:
             "redis_key_prefix",
             "app_id",
             "dlq_topic",
+            "awards_topic",
             "web_bind",
             "data_dir",
         ):
@@ -204,6 +211,17 @@ class Settings:
                 retention[attr] = days * 86400
         if retention:
             values["retention"] = Retention(**retention)
+        if (path := raw("badges_file")) is not None:
+            values["badges_file"] = path
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    values["catalog"] = load_catalog(handle.read())
+            except OSError as exc:
+                raise ConfigError(
+                    f"{ENV['badges_file']}: cannot read {path}: {exc.strerror}"
+                ) from None
+            except CatalogError as exc:
+                raise ConfigError(f"{ENV['badges_file']} {path}: {exc}") from None
         values.update(overrides)
         settings = cls(**values)
         settings.validate()
@@ -245,13 +263,15 @@ class Settings:
             raise ConfigError(
                 f"{ENV['redis_key_prefix']} must be 1..32 characters of [A-Za-z0-9_.-]"
             )
-        for topic in (*self.activity_topics, self.dlq_topic):
+        for topic in (*self.activity_topics, self.dlq_topic, self.awards_topic):
             if not topic or len(topic) > 249 or not set(topic) <= TOPIC_CHARS:
                 raise ConfigError(f"topic name {topic!r} is not a valid Kafka topic name")
         if not self.activity_topics:
             raise ConfigError(f"{ENV['activity_topics']} must name at least one topic")
         if self.dlq_topic in self.activity_topics:
             raise ConfigError("the dead-letter topic must differ from the input topics")
+        if self.awards_topic in (*self.activity_topics, self.dlq_topic):
+            raise ConfigError(f"{ENV['awards_topic']} must differ from the input and DLQ topics")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"{ENV['log_level']} must be one of {', '.join(LOG_LEVELS)}")
         if not self.app_id or not set(self.app_id) <= TOPIC_CHARS:
@@ -287,6 +307,7 @@ class Settings:
             "topics": {
                 "activity": list(self.activity_topics),
                 "dead_letter": self.dlq_topic,
+                "badges_awarded": self.awards_topic,
                 "partitions": self.topic_partitions,
             },
             "web": {"bind": self.web_bind, "port": self.web_port, "metrics_path": "/metrics"},
@@ -295,6 +316,10 @@ class Settings:
             "batching": {"max_events": self.batch_size, "within_seconds": self.batch_within},
             "validation": {"max_future_skew_seconds": self.max_future_skew},
             "scoring": {"points": dict(self.points)},
+            "badges": {
+                "file": self.badges_file or "(built-in default catalog)",
+                "catalog": [badge.public() for badge in self.catalog],
+            },
             "windows": {
                 w.name: {
                     "seconds": w.seconds,

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import orjson
 import redis
 import redis.asyncio as aioredis
 
-from streams.effects import CommunityPlan
+from streams.badges import award_id
+from streams.effects import Applied, CommunityPlan
 from streams.keys import KeyLayout
 from streams.periods import PERIODS, format_instant, period_bucket
 from streams.windows import GRANULARITY_NAME, WINDOWS
@@ -47,13 +49,14 @@ def connect_async(url: str) -> aioredis.Redis:
 class BatchWriter:
     """Applies :class:`CommunityPlan` s atomically and idempotently."""
 
-    def __init__(self, client: aioredis.Redis, dedupe_seconds: int) -> None:
-        self._client = client
+    def __init__(self, client: aioredis.Redis, dedupe_seconds: int, prefix: str) -> None:
+        self._client: Any = client
         self._dedupe = dedupe_seconds
+        self._prefix = prefix
         self._sha: str | None = None
 
-    async def apply(self, plans: Sequence[CommunityPlan]) -> list[list[int]]:
-        """Apply every plan; returns, per plan, 1 (applied) or 0 (duplicate) per event."""
+    async def apply(self, plans: Sequence[CommunityPlan]) -> list[Applied]:
+        """Apply every plan; per plan, the per-event flags and the awards it recorded."""
         if not plans:
             return []
         if self._sha is None:
@@ -65,13 +68,50 @@ class BatchWriter:
             self._sha = await self._client.script_load(APPLY_LUA)
             return await self._run(plans)
 
-    async def _run(self, plans: Sequence[CommunityPlan]) -> list[list[int]]:
+    async def _run(self, plans: Sequence[CommunityPlan]) -> list[Applied]:
         assert self._sha is not None  # noqa: S101 - set by apply()
         async with self._client.pipeline(transaction=False) as pipe:
             for plan in plans:
-                pipe.evalsha(self._sha, 1, plan.layout.counts(), self._dedupe, *plan.args)
+                layout = plan.layout
+                pipe.evalsha(
+                    self._sha,
+                    1,
+                    layout.counts(),
+                    self._dedupe,
+                    layout.awards(),
+                    layout.awards_by_time(),
+                    layout.award_outbox(),
+                    *plan.args,
+                )
             results: list[Any] = await pipe.execute()
-        return [[int(flag) for flag in result] for result in results]
+        return [Applied([int(f) for f in flags], list(fired)) for flags, fired in results]
+
+    async def pending_awards(
+        self, layout: KeyLayout, limit: int = 1000
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Awards recorded but not yet confirmed as published (the outbox), oldest first."""
+        ids: list[str] = await self._client.zrange(layout.award_outbox(), 0, limit - 1)
+        if not ids:
+            return []
+        records = await self._client.hmget(layout.awards(), ids)
+        return [(i, orjson.loads(r)) for i, r in zip(ids, records, strict=True) if r]
+
+    async def confirm_published(self, confirmed: Sequence[tuple[KeyLayout, str]]) -> None:
+        """Remove published awards from their community's outbox."""
+        if not confirmed:
+            return
+        async with self._client.pipeline(transaction=False) as pipe:
+            for layout, identity in confirmed:
+                pipe.zrem(layout.award_outbox(), identity)
+            await pipe.execute()
+
+    async def communities(self) -> list[str]:
+        members: set[str] = await self._client.smembers(f"{self._prefix}:communities")
+        return sorted(members)
+
+    async def remember_communities(self, communities: Sequence[str]) -> None:
+        if communities:
+            await self._client.sadd(f"{self._prefix}:communities", *communities)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +177,7 @@ class Reader:
         pipe = self._client.pipeline(transaction=False)
         pipe.hgetall(layout.member(member_id))
         pipe.scard(layout.member_days(member_id))
+        pipe.hgetall(layout.member_badges(member_id))
         for period in PERIODS:
             pipe.zrank(layout.leaderboard(period, period_bucket(period, at).label), member_id)
         for window in WINDOWS:
@@ -147,11 +188,22 @@ class Reader:
         profile: dict[str, str] = replies[0]
         if not profile:
             return None
+        badges = sorted(
+            (
+                {
+                    "badge": f.partition(":")[0],
+                    "tier": f.partition(":")[2] or None,
+                    "awarded_at": format_instant(int(ms) / 1000),
+                }
+                for f, ms in replies[2].items()
+            ),
+            key=lambda b: (b["awarded_at"], b["badge"]),
+        )
         ranks = {
             p: (None if r is None else int(r) + 1)
-            for p, r in zip(PERIODS, replies[2 : 2 + len(PERIODS)], strict=True)
+            for p, r in zip(PERIODS, replies[3 : 3 + len(PERIODS)], strict=True)
         }
-        cursor = 2 + len(PERIODS)
+        cursor = 3 + len(PERIODS)
         windows: dict[str, int] = {}
         for window in WINDOWS:
             count = len(window.buckets(at))
@@ -176,7 +228,44 @@ class Reader:
             "last_seen": format_instant(int(profile["last_seen"]) / 1000),
             "active_days": int(replies[1]),
             "ranks": ranks,
+            "badges": badges,
         }
+
+    def awards(
+        self, community: str, member_id: str | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """Recorded awards of a community (or one member), oldest first."""
+        layout = self.layout(community)
+        if member_id is not None:
+            fields = self._client.hgetall(layout.member_badges(member_id))
+            ids = [
+                award_id(community, member_id, f.partition(":")[0], f.partition(":")[2] or None)
+                for f in fields
+            ]
+        else:
+            ids = self._client.zrange(layout.awards_by_time(), 0, limit - 1)
+        if not ids:
+            return []
+        records = self._client.hmget(layout.awards(), ids)
+        pending = set(self._client.zrange(layout.award_outbox(), 0, -1))
+        out = []
+        for identity, raw in zip(ids, records, strict=True):
+            if raw is None:
+                continue
+            r = orjson.loads(raw)
+            out.append(
+                {
+                    "award_id": identity,
+                    "member_id": r["member_id"],
+                    "badge": r["badge"],
+                    "tier": r["tier"] or None,
+                    "awarded_at": format_instant(int(r["at_ms"]) / 1000),
+                    "evidence": [r["evidence"]],
+                    "published": identity not in pending,
+                }
+            )
+        out.sort(key=lambda a: (a["awarded_at"], a["award_id"]))
+        return out[:limit]
 
     def community_counts(self, community: str) -> dict[str, int]:
         raw = self._client.hgetall(self.layout(community).counts())

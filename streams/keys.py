@@ -10,7 +10,13 @@ a community's keys live in one slot and one Lua call can touch them::
     {prefix}:{<community>}:win:<min|hour|day>:<n>   hash member -> points in bucket n
     {prefix}:{<community>}:member:<member_id>       hash points, events, type:<t>,
                                                     first_seen, last_seen (epoch ms)
-    {prefix}:{<community>}:member:<member_id>:days  set of active UTC days
+    {prefix}:{<community>}:member:<member_id>:days  set of active UTC days (day numbers)
+    {prefix}:{<community>}:member:<member_id>:bc    hash: badge counters
+    {prefix}:{<community>}:member:<member_id>:bd:<badge>:<n>  set of day numbers
+    {prefix}:{<community>}:member:<member_id>:badges  hash: badge[:tier] -> awarded (epoch ms)
+    {prefix}:{<community>}:awards                   hash: award_id -> award record (JSON)
+    {prefix}:{<community>}:awards:by_time           sorted set: award_id by awarded_at
+    {prefix}:{<community>}:awards:outbox            sorted set: awards not yet published
 
 Leaderboard scores are stored negated, so that Redis's ascending order (score, then
 member bytes) gives "most points first, ties by member_id ascending".
@@ -71,3 +77,22 @@ class KeyLayout:
 
     def member_days(self, member_id: str) -> str:
         return f"{self.base}:member:{escape(member_id)}:days"
+
+    def badge_counters(self, member_id: str) -> str:
+        return f"{self.base}:member:{escape(member_id)}:bc"
+
+    def badge_days(self, member_id: str, badge: str, condition: int) -> str:
+        # badge ids are validated to [a-z0-9-], safe in a key as they are.
+        return f"{self.base}:member:{escape(member_id)}:bd:{badge}:{condition}"
+
+    def member_badges(self, member_id: str) -> str:
+        return f"{self.base}:member:{escape(member_id)}:badges"
+
+    def awards(self) -> str:
+        return f"{self.base}:awards"
+
+    def awards_by_time(self) -> str:
+        return f"{self.base}:awards:by_time"
+
+    def award_outbox(self) -> str:
+        return f"{self.base}:awards:outbox"

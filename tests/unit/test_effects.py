@@ -6,23 +6,35 @@ from collections.abc import Callable
 from typing import Any
 
 from streams.activity import Activity
-from streams.effects import CommunityPlan, Retention, plan_batch
+from streams.effects import HEADER, CommunityPlan, Retention, plan_batch
 from tests.conftest import NOON
 
 Op = tuple[str, str, str, int, int]
 
 
-def ops_of(plan: CommunityPlan, index: int = 0) -> list[Op]:
-    """Decode the flattened Lua arguments back into (seen_key, ops) per event."""
+def decode(plan: CommunityPlan) -> list[tuple[list[Op], list[tuple[Any, ...]]]]:
+    """Split the flattened Lua arguments back into (ops, checks) per event."""
     args = plan.args
-    cursor = 0
-    for event in range(index + 1):
-        count = int(args[cursor + 1])
-        body = args[cursor + 2 : cursor + 2 + 5 * count]
-        cursor += 2 + 5 * count
-        if event == index:
-            return [tuple(body[i : i + 5]) for i in range(0, len(body), 5)]  # type: ignore[misc]
-    raise AssertionError("unreachable")
+    events = []
+    i = 0
+    while i < len(args):
+        nops, nchecks = int(args[i + 1]), int(args[i + 2])
+        i += HEADER
+        ops = [tuple(args[i + 5 * k : i + 5 * k + 5]) for k in range(nops)]
+        i += 5 * nops
+        checks = []
+        for _ in range(nchecks):
+            head = tuple(args[i : i + 5])
+            nconds = int(head[4])
+            conds = tuple(tuple(args[i + 5 + 4 * k : i + 9 + 4 * k]) for k in range(nconds))
+            checks.append((*head[:4], conds))
+            i += 5 + 4 * nconds
+        events.append((ops, checks))  # type: ignore[arg-type]
+    return events
+
+
+def ops_of(plan: CommunityPlan, index: int = 0) -> list[Op]:
+    return decode(plan)[index][0]
 
 
 def plan_one(
@@ -60,7 +72,7 @@ def test_a_chat_message_updates_counts_leaderboards_windows_and_profile(
     assert ops[("h", f"{base}:member:alice", "points")] == 1
     assert ops[("h", f"{base}:member:alice", "type:chat.message")] == 1
     assert ops[("min", f"{base}:member:alice", "first_seen")] == int((NOON - 60) * 1000)
-    assert ops[("s", f"{base}:member:alice:days", "2026-11-25")] == 1
+    assert ops[("s", f"{base}:member:alice:days", str(int(NOON // 86400)))] == 1
     assert plan.late == [False]
 
 

@@ -15,7 +15,9 @@ from prometheus_client import CollectorRegistry
 from agents.metrics import PulseMetrics
 from agents.processor import ActivityProcessor, DeadLetter
 from agents.settings import Settings
-from streams.effects import CommunityPlan
+from streams.effects import Applied, CommunityPlan
+from streams.keys import KeyLayout
+from streams.ledger import MemoryLedger
 from tests.conftest import NOON
 
 
@@ -30,27 +32,59 @@ class FakeRecord:
 
 
 class FakeWriter:
-    """Remembers event ids like the Lua script does; can fail the first N calls."""
+    """The Lua semantics via MemoryLedger, an outbox, and N injected Redis failures."""
 
     def __init__(self, failures: int = 0) -> None:
-        self.seen: set[tuple[str, str]] = set()
+        self.ledger = MemoryLedger()
+        self.outbox: dict[str, tuple[str, dict[str, Any]]] = {}
+        self.known: set[str] = set()
         self.failures = failures
         self.calls = 0
 
-    async def apply(self, plans: Sequence[CommunityPlan]) -> list[list[int]]:
+    async def apply(self, plans: Sequence[CommunityPlan]) -> list[Applied]:
         self.calls += 1
         if self.failures:
             self.failures -= 1
             raise redis.exceptions.ConnectionError("Redis is down")
-        out = []
-        for plan in plans:
-            flags = []
-            for event_id in plan.event_ids:
-                key = (plan.layout.community, event_id)
-                flags.append(0 if key in self.seen else 1)
-                self.seen.add(key)
-            out.append(flags)
-        return out
+        before = len(self.ledger.awards)
+        results = self.ledger.apply(plans)
+        for award in self.ledger.awards[before:]:
+            community = next(p.layout.community for p in plans if award.award_id in p.checks)
+            self.outbox[award.award_id] = (
+                community,
+                {
+                    "member_id": award.member_id,
+                    "badge": award.badge,
+                    "tier": award.tier or "",
+                    "at_ms": award.at_ms,
+                    "evidence": award.evidence,
+                },
+            )
+        return results
+
+    async def pending_awards(self, layout: KeyLayout) -> list[tuple[str, dict[str, Any]]]:
+        return [(i, r) for i, (c, r) in self.outbox.items() if c == layout.community]
+
+    async def confirm_published(self, confirmed: Sequence[tuple[KeyLayout, str]]) -> None:
+        for _, identity in confirmed:
+            self.outbox.pop(identity, None)
+
+    async def communities(self) -> list[str]:
+        return sorted(self.known)
+
+    async def remember_communities(self, communities: Sequence[str]) -> None:
+        self.known.update(communities)
+
+
+class FakeAwards:
+    def __init__(self, fail_with: Exception | None = None) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.fail_with = fail_with
+
+    async def publish(self, messages: Sequence[dict[str, Any]]) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.messages.extend(messages)
 
 
 class FakeDeadLetters:
@@ -77,7 +111,9 @@ def parts() -> tuple[FakeWriter, FakeDeadLetters, PulseMetrics]:
 
 def make(parts: tuple[FakeWriter, FakeDeadLetters, PulseMetrics]) -> ActivityProcessor:
     writer, letters, metrics = parts
-    return ActivityProcessor(Settings.from_env({}), writer, letters, metrics, clock=lambda: NOON)
+    return ActivityProcessor(
+        Settings.from_env({}), writer, letters, metrics, FakeAwards(), clock=lambda: NOON
+    )
 
 
 def test_valid_invalid_and_repeated_records(
@@ -138,7 +174,7 @@ def test_redis_outage_is_retried_until_applied_and_counted(
 ) -> None:
     writer, metrics = FakeWriter(failures=3), PulseMetrics(CollectorRegistry())
     processor = ActivityProcessor(
-        Settings.from_env({}), writer, FakeDeadLetters(), metrics, clock=lambda: NOON
+        Settings.from_env({}), writer, FakeDeadLetters(), metrics, FakeAwards(), clock=lambda: NOON
     )
     sleeps: list[float] = []
 
@@ -151,3 +187,65 @@ def test_redis_outage_is_retried_until_applied_and_counted(
     assert writer.calls == 4
     assert sleeps == [0.1, 0.2, 0.4]
     assert sample(metrics, "pulse_redis_errors_total") == 3
+
+
+def test_awards_are_published_once_with_their_evidence(
+    make_event: Callable[..., dict[str, Any]],
+) -> None:
+    writer, awards, metrics = FakeWriter(), FakeAwards(), PulseMetrics(CollectorRegistry())
+    processor = ActivityProcessor(
+        Settings.from_env({}), writer, FakeDeadLetters(), metrics, awards, clock=lambda: NOON
+    )
+    merge = orjson.dumps(make_event(event_id="m1", type="github.pr_merged", channel=...))
+    run(processor, [FakeRecord(merge)])
+    run(processor, [FakeRecord(merge)])  # redelivery
+    second = orjson.dumps(make_event(event_id="m2", type="github.pr_merged", channel=...))
+    run(processor, [FakeRecord(second)])
+    assert [(m["badge"], m["tier"], m["evidence"]) for m in awards.messages] == [
+        ("first-merge", None, ["m1"])
+    ]
+    assert writer.outbox == {}
+    assert (
+        sample(
+            metrics,
+            "pulse_badges_awarded_total",
+            community="pycon-us",
+            badge="first-merge",
+            tier="",
+        )
+        == 1
+    )
+
+
+def test_awards_left_in_the_outbox_by_a_crash_are_published_on_start(
+    make_event: Callable[..., dict[str, Any]],
+) -> None:
+    writer = FakeWriter()
+    crashing = ActivityProcessor(
+        Settings.from_env({}),
+        writer,
+        FakeDeadLetters(),
+        PulseMetrics(CollectorRegistry()),
+        FakeAwards(fail_with=RuntimeError("worker killed")),
+        clock=lambda: NOON,
+    )
+    volunteer = orjson.dumps(make_event(event_id="v1", type="event.volunteer_shift"))
+    with pytest.raises(RuntimeError, match="worker killed"):
+        run(crashing, [FakeRecord(volunteer)])
+    assert len(writer.outbox) == 1
+
+    awards = FakeAwards()
+    restarted = ActivityProcessor(
+        Settings.from_env({}),
+        writer,
+        FakeDeadLetters(),
+        PulseMetrics(CollectorRegistry()),
+        awards,
+        clock=lambda: NOON,
+    )
+    assert asyncio.run(restarted.drain_outbox()) == 1
+    run(restarted, [FakeRecord(volunteer)])  # the redelivered event adds nothing
+    assert [(m["badge"], m["member_id"], m["awarded_at"]) for m in awards.messages] == [
+        ("event-crew", "alice", "2026-11-25T11:59:00.000Z")
+    ]
+    assert writer.outbox == {}
