@@ -75,6 +75,7 @@ class Sandbox:
     web_port: int = field(default_factory=free_port)
     activity_topic: str = ""
     dlq_topic: str = ""
+    awards_topic: str = ""
     prefix: str = ""
 
     data_dir: str = ""
@@ -83,6 +84,7 @@ class Sandbox:
         self.data_dir = os.path.join(tempfile.gettempdir(), f"pulse-it-{self.name}")
         self.activity_topic = f"it.{self.name}.activity"
         self.dlq_topic = f"it.{self.name}.activity.dlq"
+        self.awards_topic = f"it.{self.name}.badges.awarded"
         self.prefix = f"it-{self.name}"
 
     @property
@@ -95,6 +97,7 @@ class Sandbox:
                 "PULSE_APP_ID": f"it-{self.name}",
                 "PULSE_TOPIC_ACTIVITY": self.activity_topic,
                 "PULSE_TOPIC_DLQ": self.dlq_topic,
+                "PULSE_TOPIC_AWARDS": self.awards_topic,
                 "PULSE_TOPIC_PARTITIONS": "4",
                 "PULSE_REDIS_KEY_PREFIX": self.prefix,
                 "PULSE_WEB_PORT": str(self.web_port),
@@ -228,10 +231,11 @@ class Worker:
 def sandbox(stack: Stack) -> Iterator[Sandbox]:
     box = Sandbox(stack, uuid.uuid4().hex[:10])
     admin = KafkaAdminClient(bootstrap_servers=stack.bootstrap)
-    admin.create_topics([NewTopic(box.activity_topic, 4, 1), NewTopic(box.dlq_topic, 4, 1)])
+    topics = (box.activity_topic, box.dlq_topic, box.awards_topic)
+    admin.create_topics([NewTopic(topic, 4, 1) for topic in topics])
     yield box
     try:
-        admin.delete_topics([box.activity_topic, box.dlq_topic])
+        admin.delete_topics(list(topics))
     finally:
         admin.close()
     shutil.rmtree(box.data_dir, ignore_errors=True)

@@ -289,7 +289,8 @@ def test_default_catalog_is_exactly_the_published_one() -> None:
             "at_least must be",
         ),
         (
-            "[badges.x]\ntiers = {gold = 10, silver = 5}\nwhen = [{kind='count', type='chat.message'}]",
+            "[badges.x]\ntiers = {gold = 10, silver = 5}\n"
+            "when = [{kind='count', type='chat.message'}]",
             "strictly increasing",
         ),
         ("[badges.x]\nwhen = [{kind='first', type='chat.message', at_least=2}]", "no at_least"),
