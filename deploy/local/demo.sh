@@ -107,8 +107,11 @@ echo
 echo "== the all-time leader =="
 "$PULSE" member "$top" --community pycon-us
 echo
+echo "== badges awarded in pycon-us (latest 8) =="
+"$PULSE" awards --community pycon-us --limit 100000 | tail -n 8
+echo
 echo "== pipeline metrics =="
-curl -fsS "$METRICS_URL" | grep -E '^pulse_(events_(invalid|duplicate|late)_total|processing_latency_seconds_count)' || true
+curl -fsS "$METRICS_URL" | grep -E '^pulse_(events_(invalid|duplicate|late)_total|processing_latency_seconds_count|badges_awarded_total)' | head -n 20 || true
 echo
 cat <<EOT
 The worker keeps running in the background:
