@@ -17,6 +17,7 @@ import orjson
 from prometheus_client import CollectorRegistry
 
 from agents import web
+from agents.health import CommunityHealthCollector
 from agents.metrics import PulseMetrics
 from agents.processor import ActivityProcessor, DeadLetter, KafkaUnavailable
 from agents.settings import Settings
@@ -61,8 +62,8 @@ class FaustDeadLetters:
             raise KafkaUnavailable(str(exc)) from exc
 
 
-class FaustAwards:
-    """Award sink on a Faust topic: key member_id, value the JSON message, nothing else."""
+class FaustPublisher:
+    """Output messages on a Faust topic: key member_id, value the JSON message only."""
 
     def __init__(self, topic: Any) -> None:
         self._topic = topic
@@ -102,29 +103,56 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         *settings.activity_topics, key_serializer="raw", value_serializer="raw"
     )
     dlq_topic = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer="raw")
-    awards_topic = app.topic(settings.awards_topic, key_serializer="raw", value_serializer="raw")
+    outputs = {
+        "awards": settings.awards_topic,
+        "flags": settings.moderation_topic,
+        "segments": settings.segments_topic,
+    }
+    sinks = {
+        kind: FaustPublisher(app.topic(topic, key_serializer="raw", value_serializer="raw"))
+        for kind, topic in outputs.items()
+    }
     redis_url = settings.redis_url.reveal()
     state: dict[str, Any] = {}
+    # The asyncio Redis client connects lazily, inside the worker's event loop.
+    writer = BatchWriter(connect_async(redis_url), settings.redis_key_prefix)
+    processor = ActivityProcessor(settings, writer, FaustDeadLetters(dlq_topic), metrics, sinks)
+    input_topics = set(settings.activity_topics)
 
     @app.agent(activity_topic, name="activity")
     async def process_activity(stream: Any) -> None:
-        writer = BatchWriter(
-            connect_async(redis_url), settings.retention.dedupe_seconds, settings.redis_key_prefix
-        )
-        processor = ActivityProcessor(
-            settings, writer, FaustDeadLetters(dlq_topic), metrics, FaustAwards(awards_topic)
-        )
-        recovered = await processor.drain_outbox()
+        recovered = await processor.drain_outboxes()
         if recovered:
-            log.info("published %d award(s) left in the outbox by a previous run", recovered)
+            log.info("published %d message(s) left in outboxes by a previous run", recovered)
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
             outcome = await processor.process([event.message for event in events])
             log.debug("batch of %d: %s", len(events), outcome)
 
+    @app.timer(interval=settings.segment_sweep_seconds)  # type: ignore[untyped-decorator]
+    async def sweep_segments() -> None:
+        changed = await processor.sweep_segments()
+        if changed:
+            log.info("segment sweep: %d downgrade(s) published", changed)
+
+    @app.timer(interval=10.0)  # type: ignore[untyped-decorator]
+    async def measure_consumer_lag() -> None:
+        assigned = [tp for tp in app.consumer.assignment() if tp.topic in input_topics]
+        lag: dict[str, int] = dict.fromkeys(input_topics, 0)
+        for tp in assigned:
+            position = await app.consumer.position(tp)
+            if position is not None:
+                lag[tp.topic] += max(0, app.consumer.highwater(tp) - position)
+        for topic, value in lag.items():
+            metrics.consumer_lag.labels(topic).set(value)
+
     def reader() -> Reader:
         if "reader" not in state:
-            state["reader"] = Reader(connect(redis_url), settings.redis_key_prefix)
+            state["reader"] = Reader(
+                connect(redis_url), settings.redis_key_prefix, settings.segments
+            )
         return state["reader"]  # type: ignore[no-any-return]
+
+    metrics.registry.register(CommunityHealthCollector(reader))
 
     web.register(app, metrics, reader)
     app.pulse_metrics = metrics  # type: ignore[attr-defined]

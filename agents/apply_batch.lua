@@ -1,19 +1,29 @@
 -- Apply a batch of planned activity effects for ONE community, atomically.
+-- The argument layout is documented in streams/effects.py (the planner writes it).
 --
 -- KEYS[1]: a key in the community's hash slot (routes the call on Redis Cluster).
--- ARGV[1]: seconds to remember an event_id; ARGV[2..4]: the community's awards hash,
--- awards-by-time sorted set and award outbox sorted set.
--- Then, per event (see streams/effects.py): seen-key, op count, check count, badges-key,
--- member_id, event_id, occurred_at ms; the ops (5 args each); the award checks.
+-- An event's effects run only when SET NX on its seen-key succeeds, so a redelivered
+-- event changes nothing. A chat message over a moderation limit is "moderated": its ops
+-- and award checks are skipped and the flag of its burst is raised or extended.
+-- Returns {flags, awards, moderation flags, segment changes}: a code per event (1
+-- applied, 0 duplicate, 2 moderated) and the ids recorded by this call, in order.
 --
--- An event's ops and checks run only when SET NX on its seen-key succeeds, so a
--- redelivered event changes nothing. Returns {flags, fired}: flags holds 1 (applied) or
--- 0 (duplicate) per event, fired the award ids recorded by this call, in order.
-local ttl = tonumber(ARGV[1])
-local awards, by_time, outbox = ARGV[2], ARGV[3], ARGV[4]
-local i = 5
+-- ARGV[1] is the mode: 'apply' (a batch of events) or 'sweep' (segment downgrades: then
+-- ARGV[17] is the member-key prefix and ARGV[18..] the member ids to look at).
+local mode = ARGV[1]
+local ttl = tonumber(ARGV[2])
+local awards, by_time, award_outbox, award_counts = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local flags_hash, flag_outbox, mod_counts = ARGV[7], ARGV[8], ARGV[9]
+local seg_changes, seg_outbox, seg_index = ARGV[10], ARGV[11], ARGV[12]
+local now_ms, t_mid, t_high, now_day = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16])
+local grace_ms = tonumber(ARGV[17])
+local i = 18
 local n = #ARGV
-local flags, fired = {}, {}
+local codes, fired_awards, fired_flags, fired_segments = {}, {}, {}, {}
+
+-- First-response histogram bounds, seconds (the collector reads them from the fields).
+local BOUNDS = {60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 604800}
+local RANK = {beginner = 0, intermediate = 1, advanced = 2}
 
 local function run_length(key, day, cap)
   local length = 1
@@ -30,13 +40,163 @@ local function run_length(key, day, cap)
   return length
 end
 
+local function score_30d(key)
+  local score = 0
+  local fields = redis.call('HGETALL', key)
+  for j = 1, #fields, 2 do
+    local day = tonumber(fields[j])
+    if day <= now_day - 30 then
+      redis.call('HDEL', key, fields[j])
+    elseif day <= now_day then
+      score = score + tonumber(fields[j + 1])
+    end
+  end
+  return score
+end
+
+local function segment_for(score)
+  if score >= t_high then return 'advanced' end
+  if score >= t_mid then return 'intermediate' end
+  return 'beginner'
+end
+
+local function change_segment(member_key, member, current, target, at_ms, score)
+  redis.call('HSET', member_key, 'segment', target)
+  redis.call('HDEL', member_key, 'below_since')
+  if current ~= 'beginner' then redis.call('ZREM', seg_index .. current, member) end
+  if target ~= 'beginner' then redis.call('ZADD', seg_index .. target, at_ms, member) end
+  local id = string.sub(redis.sha1hex(seg_changes .. '\31' .. member .. '\31' .. current .. '\31' .. target .. '\31' .. at_ms), 1, 32)
+  redis.call('HSET', seg_changes, id, cjson.encode({
+    member_id = member, from = current, to = target, at_ms = tonumber(at_ms), score = score,
+  }))
+  redis.call('ZADD', seg_outbox, at_ms, id)
+  fired_segments[#fired_segments + 1] = id
+end
+
+-- On an event: upgrade at once; a lower score only starts the downgrade grace.
+-- In the sweep: move down once the score has stayed low for the whole grace.
+local function judge_segment(member_key, score_key, member, at_ms, sweeping)
+  local score = score_30d(score_key)
+  local current = redis.call('HGET', member_key, 'segment') or 'beginner'
+  local target = segment_for(score)
+  if RANK[target] > RANK[current] then
+    if not sweeping then change_segment(member_key, member, current, target, at_ms, score) end
+  elseif RANK[target] < RANK[current] then
+    local below = tonumber(redis.call('HGET', member_key, 'below_since'))
+    if below == nil then
+      redis.call('HSET', member_key, 'below_since', now_ms)
+    elseif sweeping and now_ms - below >= grace_ms then
+      change_segment(member_key, member, current, target, now_ms, score)
+    end
+  else
+    redis.call('HDEL', member_key, 'below_since')
+  end
+end
+
+-- Key-safe member ids, exactly as streams/keys.py escape() writes them.
+local function escape(value)
+  return (string.gsub(value, '[^%w_%.%-~]', function(c) return string.format('%%%02X', string.byte(c)) end))
+end
+
+if mode == 'sweep' then
+  local member_prefix = ARGV[18]
+  for j = 19, n do
+    local key = member_prefix .. escape(ARGV[j])
+    judge_segment(key, key .. ':d30', ARGV[j], now_ms, true)
+  end
+  return {{}, {}, {}, fired_segments}
+end
+
+-- A moderation gate: returns true when the message is over the limit.
+local function over_limit(rule, key, window, limit, channel, event_id, at)
+  local since = '(' .. (at - window)
+  local count
+  if rule == 'flood' then
+    count = redis.call('ZCOUNT', key, since, at)
+    redis.call('ZADD', key, at, event_id)
+  else
+    count = redis.call('ZCOUNT', key, since, at)
+    local own = tonumber(redis.call('ZSCORE', key, channel))
+    if own ~= nil and own > at - window and own <= at then count = count - 1 end
+    redis.call('ZADD', key, 'GT', at, channel)
+  end
+  redis.call('PEXPIRE', key, window * 2)
+  return count >= limit
+end
+
+local function raise_flag(rule, key, window, channel, flag_key, flag_id, burst_key, member, event_id, at)
+  local open_end = tonumber(redis.call('HGET', flag_key, 'end'))
+  if open_end ~= nil and open_end >= at - window then
+    -- Same burst: attach to the open flag, publish nothing new.
+    if at > open_end then redis.call('HSET', flag_key, 'end', at) end
+    redis.call('RPUSH', redis.call('HGET', flag_key, 'burst'), event_id)
+    return
+  end
+  local ids, start = {event_id}, at
+  if rule == 'flood' then
+    -- The messages that made the flood (at most 100 of them, oldest first).
+    local window_ids = redis.call('ZRANGEBYSCORE', key, '(' .. (at - window), at, 'WITHSCORES', 'LIMIT', 0, 100)
+    ids = {}
+    for j = 1, #window_ids, 2 do
+      ids[#ids + 1] = window_ids[j]
+      local t = tonumber(window_ids[j + 1])
+      if t < start then start = t end
+    end
+  else
+    local others = redis.call('ZRANGEBYSCORE', key, '(' .. (at - window), at, 'WITHSCORES')
+    for j = 2, #others, 2 do
+      local t = tonumber(others[j])
+      if t < start then start = t end
+    end
+  end
+  redis.call('HSET', flag_key, 'id', flag_id, 'end', at, 'burst', burst_key)
+  redis.call('PEXPIRE', flag_key, window * 2 + 3600000)
+  redis.call('RPUSH', burst_key, unpack(ids))
+  redis.call('HSET', flags_hash, flag_id, cjson.encode({
+    member_id = member, channel = channel, rule = rule, start_ms = start, end_ms = at, event_ids = ids,
+  }))
+  redis.call('ZADD', flag_outbox, at, flag_id)
+  redis.call('HINCRBY', mod_counts, rule, 1)
+  fired_flags[#fired_flags + 1] = flag_id
+end
+
+local function first_response(thread, hist, member, at, expire_at)
+  local opened = redis.call('HMGET', thread, 'opened_at', 'author', 'answered')
+  if opened[1] == false or opened[3] ~= false or opened[2] == member then return end
+  local delta = (at - tonumber(opened[1])) / 1000
+  if delta < 0 then return end
+  redis.call('HSET', thread, 'answered', at)
+  local field = 'le:+Inf'
+  for _, bound in ipairs(BOUNDS) do
+    if delta <= bound then field = 'le:' .. bound break end
+  end
+  redis.call('HINCRBY', hist, field, 1)
+  redis.call('HINCRBYFLOAT', hist, 'sum', delta)
+  redis.call('HINCRBY', hist, 'count', 1)
+end
+
 while i <= n do
-  local seen, nops, nchecks = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-  local badges_key, member, event_id, at_ms = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
-  i = i + 7
+  local seen, nops, nchecks, ngates = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  local badges_key, member, event_id, at_ms = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
+  local member_key, score_key = ARGV[i + 8], ARGV[i + 9]
+  local at = tonumber(at_ms)
+  i = i + 10
   local fresh = redis.call('SET', seen, '1', 'NX', 'EX', ttl)
-  if fresh then
-    for _ = 1, nops do
+  local moderated = false
+  for _ = 1, ngates do
+    if fresh then
+      local rule, key, window, limit = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+      local channel, flag_key, flag_id, burst_key = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
+      if over_limit(rule, key, window, limit, channel, event_id, at) and not moderated then
+        moderated = true
+        raise_flag(rule, key, window, channel, flag_key, flag_id, burst_key, member, event_id, at)
+      end
+    end
+    i = i + 8
+  end
+  local live = fresh and not moderated
+  for _ = 1, nops do
+    if live then
       local op, key, field, amount, expire_at = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
       if op == 'z' then
         redis.call('ZINCRBY', key, amount, field)
@@ -50,21 +210,32 @@ while i <= n do
         end
       elseif op == 's' then
         redis.call('SADD', key, field)
+      elseif op == 'zlt' then
+        redis.call('ZADD', key, 'LT', amount, field)
+      elseif op == 'zgt' then
+        redis.call('ZADD', key, 'GT', amount, field)
+      elseif op == 'open' then
+        if redis.call('HSETNX', key, 'opened_at', amount) == 1 then
+          redis.call('HSET', key, 'author', field)
+        end
+      elseif op == 'reply' then
+        first_response(key, field, member, tonumber(amount), expire_at)
       else
         return redis.error_reply('unknown op ' .. op)
       end
-      if expire_at ~= '0' then
+      if expire_at ~= '0' and op ~= 'reply' then
         redis.call('EXPIREAT', key, expire_at)
       end
-      i = i + 5
     end
-  else
-    i = i + 5 * nops
+    i = i + 5
+  end
+  if live and score_key ~= '' then
+    judge_segment(member_key, score_key, member, at_ms, false)
   end
   for _ = 1, nchecks do
     local award_id, field, badge, tier, nconds = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4])
     i = i + 5
-    local met = fresh and redis.call('HEXISTS', badges_key, field) == 0
+    local met = live and redis.call('HEXISTS', badges_key, field) == 0
     for _ = 1, nconds do
       if met then
         local test, key, cfield, threshold = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
@@ -85,13 +256,20 @@ while i <= n do
     if met then
       redis.call('HSET', badges_key, field, at_ms)
       redis.call('HSET', awards, award_id, cjson.encode({
-        member_id = member, badge = badge, tier = tier, at_ms = tonumber(at_ms), evidence = event_id,
+        member_id = member, badge = badge, tier = tier, at_ms = at, evidence = event_id,
       }))
       redis.call('ZADD', by_time, at_ms, award_id)
-      redis.call('ZADD', outbox, at_ms, award_id)
-      fired[#fired + 1] = award_id
+      redis.call('ZADD', award_outbox, at_ms, award_id)
+      redis.call('HINCRBY', award_counts, field, 1)
+      fired_awards[#fired_awards + 1] = award_id
     end
   end
-  flags[#flags + 1] = fresh and 1 or 0
+  if not fresh then
+    codes[#codes + 1] = 0
+  elseif moderated then
+    codes[#codes + 1] = 2
+  else
+    codes[#codes + 1] = 1
+  end
 end
-return {flags, fired}
+return {codes, fired_awards, fired_flags, fired_segments}

@@ -11,7 +11,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -188,7 +188,8 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError(
             f"Kafka at {','.join(settings.kafka_bootstrap_servers)}: {exc}", EXIT_SERVICE
         ) from None
-    for topic in (*settings.activity_topics, settings.dlq_topic, settings.awards_topic):
+    outputs = (settings.awards_topic, settings.segments_topic, settings.moderation_topic)
+    for topic in (*settings.activity_topics, settings.dlq_topic, *outputs):
         state = "created" if topic in created else "exists"
         print(f"{topic}\t{state}")
     return EXIT_OK
@@ -215,7 +216,9 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 def _reader(settings: Settings) -> Any:
     from agents.store import Reader, connect
 
-    return Reader(connect(settings.redis_url.reveal()), settings.redis_key_prefix)
+    return Reader(
+        connect(settings.redis_url.reveal()), settings.redis_key_prefix, settings.segments
+    )
 
 
 def _print_json(value: Any) -> None:
@@ -321,14 +324,13 @@ def backtest(path: str, settings: Settings, as_json: bool) -> int:
     keep = Retention(
         day_seconds=10**10, week_seconds=10**10, month_seconds=10**10, window_seconds=10**10
     )
+    policy = replace(settings.policy, retention=keep)
     valid = invalid = 0
     batch: list[Activity] = []
     communities: dict[str, str] = {}
 
     def flush() -> None:
-        plans = plan_batch(
-            batch, settings.redis_key_prefix, settings.points, keep, now, settings.catalog
-        )
+        plans = plan_batch(batch, settings.redis_key_prefix, policy, now)
         for plan in plans.values():
             communities.update(dict.fromkeys(plan.checks, plan.layout.community))
         ledger.apply(list(plans.values()))

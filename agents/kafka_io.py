@@ -43,7 +43,8 @@ def client_options(settings: Settings) -> dict[str, Any]:
 
 def ensure_topics(settings: Settings, extra: Iterable[str] = ()) -> list[str]:
     """Create the input and dead-letter topics when missing; returns those created."""
-    wanted = [*settings.activity_topics, settings.dlq_topic, settings.awards_topic, *extra]
+    outputs = (settings.awards_topic, settings.segments_topic, settings.moderation_topic)
+    wanted = [*settings.activity_topics, settings.dlq_topic, *outputs, *extra]
     admin = KafkaAdminClient(**client_options(settings), request_timeout_ms=15000)
     try:
         existing = set(admin.list_topics())

@@ -6,7 +6,7 @@ the global one. Labels are bounded: community, type, reason; never member ids.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
@@ -65,9 +65,38 @@ class PulseMetrics:
             ("community", "badge", "tier"),
             registry=registry,
         )
-        self.award_errors = Counter(
-            f"{prefix}_award_publish_errors",
-            "Failed attempts to publish awards (retried).",
+        self.publish_errors = Counter(
+            f"{prefix}_publish_errors",
+            "Failed attempts to publish awards, flags or segment changes (retried).",
+            registry=registry,
+        )
+        self.events_moderated = Counter(
+            f"{prefix}_events_moderated",
+            "Chat messages over a moderation limit: no points, no badges.",
+            ("community",),
+            registry=registry,
+        )
+        self.moderation_flags = Counter(
+            f"{prefix}_moderation_flags",
+            "Moderation flags raised and published.",
+            ("community", "rule"),
+            registry=registry,
+        )
+        self.segment_changes = Counter(
+            f"{prefix}_segment_changes",
+            "Segment changes published.",
+            ("community", "from", "to"),
+            registry=registry,
+        )
+        self.event_time_lag = Gauge(
+            f"{prefix}_event_time_lag_seconds",
+            "Now minus occurred_at of the newest event in the last applied batch.",
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            f"{prefix}_consumer_lag_messages",
+            "End offset minus position, summed over this worker's assigned partitions.",
+            ("topic",),
             registry=registry,
         )
         self.redis_errors = Counter(

@@ -2,8 +2,14 @@
 
 Kept free of Faust so it can be driven by the Faust agent, the rebuild command or a
 test alike. Nothing here acknowledges Kafka records: the caller does, after
-:meth:`ActivityProcessor.process` has returned, i.e. after Redis and the DLQ hold
-every effect of the batch.
+:meth:`ActivityProcessor.process` has returned, i.e. after Redis, the DLQ and the
+output topics hold every effect of the batch.
+
+Awards, moderation flags and segment changes follow one outbox pattern: the Lua call
+that applies an event records them in Redis together with an outbox entry; they are
+published, and only after the broker acknowledged them are they removed from the
+outbox. A worker that dies in between leaves them there, and :meth:`drain_outboxes`
+publishes them when the next worker starts: at least once, with deterministic ids.
 """
 
 from __future__ import annotations
@@ -12,9 +18,8 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import orjson
@@ -25,8 +30,10 @@ from agents.metrics import PulseMetrics
 from agents.settings import Settings
 from streams.activity import Activity, InvalidActivity, parse_activity
 from streams.badges import award_message
-from streams.effects import Applied, CommunityPlan, plan_batch
+from streams.effects import MODERATED, Applied, CommunityPlan, Policy, plan_batch
 from streams.keys import KeyLayout
+from streams.moderation import flag_message
+from streams.segments import change_message
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -73,13 +80,16 @@ class DeadLetter:
 
 class EffectWriter(Protocol):
     async def apply(self, plans: Sequence[CommunityPlan]) -> list[Applied]:
-        """Apply the plans; per plan, a flag per event and the awards recorded."""
+        """Apply the plans; per plan, a code per event and the ids recorded."""
 
-    async def pending_awards(self, layout: KeyLayout) -> list[tuple[str, dict[str, Any]]]:
-        """Recorded, unpublished awards of one community: (award_id, record)."""
+    async def pending(self, outbox_key: str, limit: int = 1000) -> list[str]:
+        """Ids waiting in an outbox, oldest first."""
 
-    async def confirm_published(self, confirmed: Sequence[tuple[KeyLayout, str]]) -> None:
-        """Take published awards out of the outbox."""
+    async def records(self, records_key: str, ids: Sequence[str]) -> list[tuple[str, Any]]:
+        """The stored records of ``ids``."""
+
+    async def confirm(self, confirmed: Sequence[tuple[str, str]]) -> None:
+        """Take published ids out of their outboxes: (outbox key, id) pairs."""
 
     async def communities(self) -> list[str]:
         """Every community the writer has seen."""
@@ -87,19 +97,39 @@ class EffectWriter(Protocol):
     async def remember_communities(self, communities: Sequence[str]) -> None:
         """Note communities seen in a batch."""
 
+    async def sweep_segments(self, layout: KeyLayout, policy: Policy, now: float) -> list[str]:
+        """Apply due segment downgrades of one community; returns the change ids."""
 
-class AwardSink(Protocol):
+
+class MessageSink(Protocol):
     async def publish(self, messages: Sequence[dict[str, Any]]) -> None:
-        """Publish award messages (key member_id) and return once the broker has them all."""
+        """Publish JSON messages (key member_id); return once the broker has them all."""
 
 
 class KafkaUnavailable(Exception):
-    """The broker did not take a dead letter; the sink raises it so the batch is retried."""
+    """The broker did not take a message; sinks raise it so the batch is retried."""
 
 
 class DeadLetterSink(Protocol):
     async def publish(self, letters: Sequence[DeadLetter]) -> None:
         """Publish every letter and return once the broker has acknowledged all of them."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outbox:
+    """One kind of recorded-then-published output (awards, flags, segment changes)."""
+
+    name: str
+    records: Callable[[KeyLayout], str]
+    outbox: Callable[[KeyLayout], str]
+    fired: Callable[[Applied], list[str]]
+
+
+OUTBOXES = (
+    Outbox("awards", KeyLayout.awards, KeyLayout.award_outbox, lambda a: a.awards),
+    Outbox("flags", KeyLayout.flags, KeyLayout.flag_outbox, lambda a: a.moderation),
+    Outbox("segments", KeyLayout.segment_changes, KeyLayout.segment_outbox, lambda a: a.segments),
+)
 
 
 @dataclass(slots=True)
@@ -108,7 +138,8 @@ class BatchOutcome:
     duplicates: int = 0
     invalid: int = 0
     late: int = 0
-    awarded: int = 0
+    moderated: int = 0
+    published: int = 0
 
 
 def decode(record: Record, now: float, max_future_skew: float) -> Activity | DeadLetter:
@@ -138,7 +169,7 @@ def decode(record: Record, now: float, max_future_skew: float) -> Activity | Dea
 
 
 class ActivityProcessor:
-    """Turns batches of Kafka records into Redis effects, DLQ letters and metrics."""
+    """Turns batches of Kafka records into Redis effects, output messages and metrics."""
 
     def __init__(
         self,
@@ -146,16 +177,17 @@ class ActivityProcessor:
         writer: EffectWriter,
         dead_letters: DeadLetterSink,
         metrics: PulseMetrics,
-        awards: AwardSink,
+        sinks: Mapping[str, MessageSink],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
         self._writer = writer
         self._dead_letters = dead_letters
-        self._awards = awards
-        self._known_communities: set[str] = set()
         self._metrics = metrics
+        self._sinks = sinks
         self._clock = clock
+        self._known_communities: set[str] = set()
+        self._catalog = {badge.id: badge for badge in settings.catalog}
 
     async def process(self, records: Sequence[Record]) -> BatchOutcome:
         started = time.perf_counter()
@@ -165,6 +197,7 @@ class ActivityProcessor:
         stamps: dict[tuple[str, str], float] = {}
         letters: list[DeadLetter] = []
         skew = self._settings.max_future_skew
+        m = self._metrics
         for record in records:
             decoded = decode(record, now, skew)
             if isinstance(decoded, DeadLetter):
@@ -175,60 +208,41 @@ class ActivityProcessor:
         if letters:
             await self._retry(
                 lambda: self._dead_letters.publish(letters),
-                self._metrics.dlq_errors,
+                m.dlq_errors,
                 "publish to the dead-letter topic",
             )
             for letter in letters:
-                self._metrics.events_invalid.labels(letter.reason).inc()
+                m.events_invalid.labels(letter.reason).inc()
             outcome.invalid = len(letters)
 
         plans = list(
             plan_batch(
-                activities,
-                self._settings.redis_key_prefix,
-                self._settings.points,
-                self._settings.retention,
-                now,
-                self._settings.catalog,
+                activities, self._settings.redis_key_prefix, self._settings.policy, now
             ).values()
         )
         if new := {p.layout.community for p in plans} - self._known_communities:
-            # Remembered before anything can be awarded, so that a restarted worker knows
-            # whose award outbox to drain.
+            # Remembered before anything is recorded in an outbox, so that a restarted
+            # worker knows whose outboxes to drain.
             await self._retry(
                 lambda: self._writer.remember_communities(sorted(new)),
-                self._metrics.redis_errors,
+                m.redis_errors,
                 "record communities",
             )
             self._known_communities |= new
         results = await self._retry(
-            lambda: self._writer.apply(plans), self._metrics.redis_errors, "apply a batch to Redis"
+            lambda: self._writer.apply(plans), m.redis_errors, "apply a batch to Redis"
         )
         applied_at = self._clock()
-        m = self._metrics
-        awards: list[tuple[KeyLayout, dict[str, Any]]] = []
+        newest = 0.0
         for plan, result in zip(plans, results, strict=True):
             community = plan.layout.community
-            for identity in result.fired:
-                activity, badge, tier = plan.checks[identity]
-                awards.append(
-                    (
-                        plan.layout,
-                        award_message(
-                            community,
-                            identity,
-                            activity.member_id,
-                            badge.id,
-                            tier,
-                            int(activity.occurred_at * 1000),
-                            activity.event_id,
-                            badge,
-                        ),
-                    )
-                )
-            for activity, flag, late in zip(plan.activities, result.flags, plan.late, strict=True):
-                if flag:
+            for activity, code, late in zip(plan.activities, result.flags, plan.late, strict=True):
+                if code == MODERATED:
+                    outcome.moderated += 1
+                    m.events_moderated.labels(community).inc()
+                elif code:
                     outcome.applied += 1
+                    newest = max(newest, activity.occurred_at)
                     m.events_processed.labels(community, activity.type).inc()
                     m.processing_latency.observe(
                         max(0.0, applied_at - stamps[(community, activity.event_id)])
@@ -239,79 +253,124 @@ class ActivityProcessor:
                 else:
                     outcome.duplicates += 1
                     m.events_duplicate.labels(community).inc()
+        if newest:
+            m.event_time_lag.set(max(0.0, applied_at - newest))
         # Repeats of an event_id inside one batch were dropped by the planner.
         planned = {plan.layout.community: len(plan.activities) for plan in plans}
         for community, valid in Counter(a.community for a in activities).items():
             if repeats := valid - planned[community]:
                 outcome.duplicates += repeats
                 m.events_duplicate.labels(community).inc(repeats)
-        if awards:
-            await self.publish_awards(awards)
-            outcome.awarded = len(awards)
+        for kind in OUTBOXES:
+            fired = [
+                (plan.layout, identity)
+                for plan, result in zip(plans, results, strict=True)
+                for identity in kind.fired(result)
+            ]
+            if fired:
+                outcome.published += await self._publish(kind, fired)
         m.batch_size.observe(len(records))
         m.batch_duration.observe(time.perf_counter() - started)
         return outcome
 
-    async def publish_awards(self, awards: Sequence[tuple[KeyLayout, dict[str, Any]]]) -> None:
-        """Publish award messages, then clear them from the outbox.
+    def _message(
+        self, kind: Outbox, community: str, identity: str, record: dict[str, Any]
+    ) -> dict[str, Any]:
+        if kind.name == "awards":
+            return award_message(
+                community,
+                identity,
+                record["member_id"],
+                record["badge"],
+                record["tier"] or None,
+                int(record["at_ms"]),
+                record["evidence"],
+                self._catalog.get(record["badge"]),
+            )
+        if kind.name == "flags":
+            return flag_message(community, identity, record)
+        return change_message(community, record)
 
-        An award is recorded in Redis (with its outbox entry) by the same atomic call that
-        applied the event; it leaves the outbox only after the broker acknowledged it. A
-        crash in between leaves it in the outbox, and :meth:`drain_outbox` publishes it
-        again on start-up: at least once, with a deterministic ``award_id``.
-        """
-        await self._retry(
-            lambda: self._awards.publish([msg for _, msg in awards]),
-            self._metrics.award_errors,
-            "publish awards",
-        )
-        await self._retry(
-            lambda: self._writer.confirm_published([(lay, msg["award_id"]) for lay, msg in awards]),
-            self._metrics.redis_errors,
-            "clear the award outbox",
-        )
-        for _, msg in awards:
-            self._metrics.badges_awarded.labels(
-                msg["community"], msg["badge"], msg["tier"] or ""
-            ).inc()
+    def _count(self, kind: Outbox, message: dict[str, Any]) -> None:
+        m, community = self._metrics, message["community"]
+        if kind.name == "awards":
+            m.badges_awarded.labels(community, message["badge"], message["tier"] or "").inc()
+        elif kind.name == "flags":
+            m.moderation_flags.labels(community, message["rule"]).inc()
+        else:
+            m.segment_changes.labels(community, message["from"], message["to"]).inc()
 
-    async def drain_outbox(self) -> int:
-        """Publish awards a previous run recorded but did not confirm; returns how many."""
-        catalog = {badge.id: badge for badge in self._settings.catalog}
-        prefix = self._settings.redis_key_prefix
+    async def _publish(self, kind: Outbox, fired: Sequence[tuple[KeyLayout, str]]) -> int:
+        """Publish recorded outputs of one kind, then clear them from their outboxes."""
+        m = self._metrics
+        messages: list[dict[str, Any]] = []
+        confirmed: list[tuple[str, str]] = []
+        by_layout: dict[KeyLayout, list[str]] = {}
+        for layout, identity in fired:
+            by_layout.setdefault(layout, []).append(identity)
+        for layout, ids in by_layout.items():
+            records = await self._retry(
+                lambda lay=layout, ids=ids: self._writer.records(kind.records(lay), ids),  # type: ignore[misc]
+                m.redis_errors,
+                f"read {kind.name} records",
+            )
+            for identity, record in records:
+                messages.append(self._message(kind, layout.community, identity, record))
+                confirmed.append((kind.outbox(layout), identity))
+        sink = self._sinks[kind.name]
+        await self._retry(lambda: sink.publish(messages), m.publish_errors, f"publish {kind.name}")
+        await self._retry(
+            lambda: self._writer.confirm(confirmed), m.redis_errors, f"clear the {kind.name} outbox"
+        )
+        for message in messages:
+            self._count(kind, message)
+        return len(messages)
+
+    async def sweep_segments(self) -> int:
+        """Downgrade members whose score stayed low for the grace; returns changes published."""
+        m = self._metrics
         communities = await self._retry(
-            self._writer.communities, self._metrics.redis_errors, "list communities"
+            self._writer.communities, m.redis_errors, "list communities"
         )
+        segments = next(k for k in OUTBOXES if k.name == "segments")
         total = 0
         for community in communities:
-            layout = KeyLayout(prefix, community)
-            while True:
-                pending = await self._retry(
-                    partial(self._writer.pending_awards, layout),
-                    self._metrics.redis_errors,
-                    "read the award outbox",
-                )
-                if not pending:
-                    break
-                await self.publish_awards(
-                    [
-                        (
-                            layout,
-                            award_message(
-                                community,
-                                identity,
-                                r["member_id"],
-                                r["badge"],
-                                r["tier"] or None,
-                                int(r["at_ms"]),
-                                r["evidence"],
-                                catalog.get(r["badge"]),
-                            ),
-                        )
-                        for identity, r in pending
-                    ]
-                )
-                total += len(pending)
+            layout = KeyLayout(self._settings.redis_key_prefix, community)
+            changes = await self._retry(
+                lambda lay=layout: self._writer.sweep_segments(  # type: ignore[misc]
+                    lay, self._settings.policy, self._clock()
+                ),
+                m.redis_errors,
+                "sweep segments",
+            )
+            if changes:
+                total += await self._publish(segments, [(layout, c) for c in changes])
+        return total
+
+    async def drain_outboxes(self) -> int:
+        """Publish what a previous run recorded but did not confirm; returns how many."""
+        m = self._metrics
+        communities = await self._retry(
+            self._writer.communities, m.redis_errors, "list communities"
+        )
+        self._known_communities.update(communities)
+        total = 0
+        for community in communities:
+            layout = KeyLayout(self._settings.redis_key_prefix, community)
+            for kind in OUTBOXES:
+                while True:
+                    ids = await self._retry(
+                        lambda lay=layout, k=kind: self._writer.pending(k.outbox(lay)),  # type: ignore[misc]
+                        m.redis_errors,
+                        f"read the {kind.name} outbox",
+                    )
+                    if not ids:
+                        break
+                    published = await self._publish(kind, [(layout, i) for i in ids])
+                    if not published:
+                        # Ids without records cannot be published; drop them from the outbox.
+                        await self._writer.confirm([(kind.outbox(layout), i) for i in ids])
+                    total += published
         return total
 
     async def _retry(

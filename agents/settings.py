@@ -14,9 +14,11 @@ from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 from streams.badges import Badge, CatalogError, default_catalog, load_catalog
-from streams.effects import Retention
+from streams.effects import Policy, Retention
 from streams.keys import PREFIX_RE
+from streams.moderation import ModerationPolicy
 from streams.scoring import parse_points, scoring_table
+from streams.segments import SegmentPolicy
 from streams.windows import GRANULARITY_NAME, WINDOWS
 
 MASK: Final = "**********"
@@ -68,6 +70,17 @@ ENV: Final[dict[str, str]] = {
     "activity_topics": "PULSE_TOPIC_ACTIVITY",
     "dlq_topic": "PULSE_TOPIC_DLQ",
     "awards_topic": "PULSE_TOPIC_AWARDS",
+    "segments_topic": "PULSE_TOPIC_SEGMENTS",
+    "moderation_topic": "PULSE_TOPIC_MODERATION",
+    "segment_intermediate": "PULSE_SEGMENT_INTERMEDIATE_POINTS",
+    "segment_advanced": "PULSE_SEGMENT_ADVANCED_POINTS",
+    "segment_grace_days": "PULSE_SEGMENT_DOWNGRADE_GRACE_DAYS",
+    "newcomer_days": "PULSE_NEWCOMER_DAYS",
+    "segment_sweep_seconds": "PULSE_SEGMENT_SWEEP_SECONDS",
+    "flood_messages": "PULSE_FLOOD_MESSAGES",
+    "flood_window": "PULSE_FLOOD_WINDOW_SECONDS",
+    "crosspost_channels": "PULSE_CROSSPOST_CHANNELS",
+    "crosspost_window": "PULSE_CROSSPOST_WINDOW_SECONDS",
     "badges_file": "PULSE_BADGES_FILE",
     "topic_partitions": "PULSE_TOPIC_PARTITIONS",
     "web_bind": "PULSE_WEB_BIND",
@@ -109,6 +122,11 @@ class Settings:
     activity_topics: tuple[str, ...] = ("pulse.activity",)
     dlq_topic: str = "pulse.activity.dlq"
     awards_topic: str = "pulse.badges.awarded"
+    segments_topic: str = "pulse.members.segment-changed"
+    moderation_topic: str = "pulse.moderation.flagged"
+    segments: SegmentPolicy = field(default_factory=SegmentPolicy)
+    moderation: ModerationPolicy = field(default_factory=ModerationPolicy)
+    segment_sweep_seconds: float = 300.0
     badges_file: str | None = None
     catalog: tuple[Badge, ...] = field(default_factory=default_catalog)
     topic_partitions: int = 12
@@ -172,6 +190,8 @@ class Settings:
             "app_id",
             "dlq_topic",
             "awards_topic",
+            "segments_topic",
+            "moderation_topic",
             "web_bind",
             "data_dir",
         ):
@@ -211,6 +231,35 @@ class Settings:
                 retention[attr] = days * 86400
         if retention:
             values["retention"] = Retention(**retention)
+        seg: dict[str, int] = {}
+        for name, attr, low, high, scale in (
+            ("segment_intermediate", "intermediate_at", 1, 10**9, 1),
+            ("segment_advanced", "advanced_at", 1, 10**9, 1),
+            ("segment_grace_days", "downgrade_grace", 0, 365, 86400),
+            ("newcomer_days", "newcomer_for", 0, 365, 86400),
+        ):
+            if (value := integer(name, low, high)) is not None:
+                seg[attr] = value * scale
+        if seg:
+            try:
+                values["segments"] = SegmentPolicy(**seg)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"{ENV['segment_intermediate']}/{ENV['segment_advanced']}: {exc}"
+                ) from None
+        mod: dict[str, int] = {}
+        for name, attr, low, high in (
+            ("flood_messages", "flood_messages", 1, 10_000),
+            ("flood_window", "flood_window", 1, 86400),
+            ("crosspost_channels", "crosspost_channels", 1, 1000),
+            ("crosspost_window", "crosspost_window", 1, 86400),
+        ):
+            if (value := integer(name, low, high)) is not None:
+                mod[attr] = value
+        if mod:
+            values["moderation"] = ModerationPolicy(**mod)
+        if (seconds := number("segment_sweep_seconds", 1, 86400)) is not None:
+            values["segment_sweep_seconds"] = seconds
         if (path := raw("badges_file")) is not None:
             values["badges_file"] = path
             try:
@@ -263,19 +312,27 @@ class Settings:
             raise ConfigError(
                 f"{ENV['redis_key_prefix']} must be 1..32 characters of [A-Za-z0-9_.-]"
             )
-        for topic in (*self.activity_topics, self.dlq_topic, self.awards_topic):
+        outputs = (self.awards_topic, self.segments_topic, self.moderation_topic)
+        for topic in (*self.activity_topics, self.dlq_topic, *outputs):
             if not topic or len(topic) > 249 or not set(topic) <= TOPIC_CHARS:
                 raise ConfigError(f"topic name {topic!r} is not a valid Kafka topic name")
         if not self.activity_topics:
             raise ConfigError(f"{ENV['activity_topics']} must name at least one topic")
         if self.dlq_topic in self.activity_topics:
             raise ConfigError("the dead-letter topic must differ from the input topics")
-        if self.awards_topic in (*self.activity_topics, self.dlq_topic):
-            raise ConfigError(f"{ENV['awards_topic']} must differ from the input and DLQ topics")
+        if len({*self.activity_topics, self.dlq_topic, *outputs}) != len(self.activity_topics) + 4:
+            raise ConfigError(
+                "input, dead-letter, award, segment and moderation topics must all differ"
+            )
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"{ENV['log_level']} must be one of {', '.join(LOG_LEVELS)}")
         if not self.app_id or not set(self.app_id) <= TOPIC_CHARS:
             raise ConfigError(f"{ENV['app_id']} must be letters, digits, '.', '_' or '-'")
+
+    @property
+    def policy(self) -> Policy:
+        """What the planner needs: scoring, retention, badges, segments, moderation."""
+        return Policy(self.points, self.retention, self.catalog, self.segments, self.moderation)
 
     @property
     def redis_url_masked(self) -> str:
@@ -308,6 +365,8 @@ class Settings:
                 "activity": list(self.activity_topics),
                 "dead_letter": self.dlq_topic,
                 "badges_awarded": self.awards_topic,
+                "segment_changed": self.segments_topic,
+                "moderation_flagged": self.moderation_topic,
                 "partitions": self.topic_partitions,
             },
             "web": {"bind": self.web_bind, "port": self.web_port, "metrics_path": "/metrics"},
@@ -316,6 +375,11 @@ class Settings:
             "batching": {"max_events": self.batch_size, "within_seconds": self.batch_within},
             "validation": {"max_future_skew_seconds": self.max_future_skew},
             "scoring": {"points": dict(self.points)},
+            "segments": {
+                **self.segments.public(),
+                "sweep_interval_seconds": self.segment_sweep_seconds,
+            },
+            "moderation": self.moderation.public(),
             "badges": {
                 "file": self.badges_file or "(built-in default catalog)",
                 "catalog": [badge.public() for badge in self.catalog],

@@ -16,9 +16,10 @@ import redis
 import redis.asyncio as aioredis
 
 from streams.badges import award_id
-from streams.effects import Applied, CommunityPlan
+from streams.effects import Applied, CommunityPlan, Policy, community_header
 from streams.keys import KeyLayout
 from streams.periods import PERIODS, format_instant, period_bucket
+from streams.segments import SEGMENTS, SegmentPolicy, score_days
 from streams.windows import GRANULARITY_NAME, WINDOWS
 
 APPLY_LUA = resources.files("agents").joinpath("apply_batch.lua").read_text(encoding="utf-8")
@@ -49,9 +50,8 @@ def connect_async(url: str) -> aioredis.Redis:
 class BatchWriter:
     """Applies :class:`CommunityPlan` s atomically and idempotently."""
 
-    def __init__(self, client: aioredis.Redis, dedupe_seconds: int, prefix: str) -> None:
+    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
         self._client: Any = client
-        self._dedupe = dedupe_seconds
         self._prefix = prefix
         self._sha: str | None = None
 
@@ -72,37 +72,51 @@ class BatchWriter:
         assert self._sha is not None  # noqa: S101 - set by apply()
         async with self._client.pipeline(transaction=False) as pipe:
             for plan in plans:
-                layout = plan.layout
-                pipe.evalsha(
-                    self._sha,
-                    1,
-                    layout.counts(),
-                    self._dedupe,
-                    layout.awards(),
-                    layout.awards_by_time(),
-                    layout.award_outbox(),
-                    *plan.args,
-                )
+                pipe.evalsha(self._sha, 1, plan.layout.counts(), *plan.header, *plan.args)
             results: list[Any] = await pipe.execute()
-        return [Applied([int(f) for f in flags], list(fired)) for flags, fired in results]
+        return [
+            Applied([int(c) for c in codes], list(awards), list(flags), list(segments))
+            for codes, awards, flags, segments in results
+        ]
 
-    async def pending_awards(
-        self, layout: KeyLayout, limit: int = 1000
-    ) -> list[tuple[str, dict[str, Any]]]:
-        """Awards recorded but not yet confirmed as published (the outbox), oldest first."""
-        ids: list[str] = await self._client.zrange(layout.award_outbox(), 0, limit - 1)
+    async def sweep_segments(
+        self, layout: KeyLayout, policy: Policy, now: float, chunk: int = 500
+    ) -> list[str]:
+        """Judge every member above beginner for a downgrade; returns the change ids."""
+        if self._sha is None:
+            self._sha = await self._client.script_load(APPLY_LUA)
+        header = community_header(layout, policy, now, mode="sweep")
+        member_prefix = layout.member("")
+        changes: list[str] = []
+        for segment in SEGMENTS[1:]:
+            members = [m async for m in self._client.zscan_iter(layout.segment_index(segment))]
+            for start in range(0, len(members), chunk):
+                ids = [m for m, _ in members[start : start + chunk]]
+                result = await self._client.evalsha(
+                    self._sha, 1, layout.counts(), *header, member_prefix, *ids
+                )
+                changes.extend(result[3])
+        return changes
+
+    async def pending(self, outbox_key: str, limit: int = 1000) -> list[str]:
+        """Ids waiting in an outbox (recorded, not yet confirmed as published), oldest first."""
+        ids: list[str] = await self._client.zrange(outbox_key, 0, limit - 1)
+        return ids
+
+    async def records(self, records_key: str, ids: Sequence[str]) -> list[tuple[str, Any]]:
+        """The JSON records of ``ids`` (ids without a record are skipped)."""
         if not ids:
             return []
-        records = await self._client.hmget(layout.awards(), ids)
-        return [(i, orjson.loads(r)) for i, r in zip(ids, records, strict=True) if r]
+        raw = await self._client.hmget(records_key, list(ids))
+        return [(i, orjson.loads(r)) for i, r in zip(ids, raw, strict=True) if r]
 
-    async def confirm_published(self, confirmed: Sequence[tuple[KeyLayout, str]]) -> None:
-        """Remove published awards from their community's outbox."""
+    async def confirm(self, confirmed: Sequence[tuple[str, str]]) -> None:
+        """Remove published ids from their outboxes: (outbox key, id) pairs."""
         if not confirmed:
             return
         async with self._client.pipeline(transaction=False) as pipe:
-            for layout, identity in confirmed:
-                pipe.zrem(layout.award_outbox(), identity)
+            for outbox_key, identity in confirmed:
+                pipe.zrem(outbox_key, identity)
             await pipe.execute()
 
     async def communities(self) -> list[str]:
@@ -124,10 +138,13 @@ class Entry:
 class Reader:
     """Read-only queries over the key layout. Every answer is JSON-ready."""
 
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    def __init__(
+        self, client: redis.Redis, prefix: str, segments: SegmentPolicy | None = None
+    ) -> None:
         # redis-py types replies as unions of every RESP shape; these queries know theirs.
         self._client: Any = client
         self._prefix = prefix
+        self._segments = segments or SegmentPolicy()
 
     def layout(self, community: str) -> KeyLayout:
         return KeyLayout(self._prefix, community)
@@ -178,6 +195,7 @@ class Reader:
         pipe.hgetall(layout.member(member_id))
         pipe.scard(layout.member_days(member_id))
         pipe.hgetall(layout.member_badges(member_id))
+        pipe.hgetall(layout.member_score_days(member_id))
         for period in PERIODS:
             pipe.zrank(layout.leaderboard(period, period_bucket(period, at).label), member_id)
         for window in WINDOWS:
@@ -199,11 +217,13 @@ class Reader:
             ),
             key=lambda b: (b["awarded_at"], b["badge"]),
         )
+        days = {str(d) for d in score_days(at)}
+        score_30d = sum(int(v) for d, v in replies[3].items() if d in days)
         ranks = {
             p: (None if r is None else int(r) + 1)
-            for p, r in zip(PERIODS, replies[3 : 3 + len(PERIODS)], strict=True)
+            for p, r in zip(PERIODS, replies[4 : 4 + len(PERIODS)], strict=True)
         }
-        cursor = 3 + len(PERIODS)
+        cursor = 4 + len(PERIODS)
         windows: dict[str, int] = {}
         for window in WINDOWS:
             count = len(window.buckets(at))
@@ -229,6 +249,9 @@ class Reader:
             "active_days": int(replies[1]),
             "ranks": ranks,
             "badges": badges,
+            "segment": profile.get("segment", "beginner"),
+            "segment_score_30d": score_30d,
+            "newcomer": self._segments.is_newcomer(int(profile["first_seen"]) / 1000, at),
         }
 
     def awards(
@@ -266,6 +289,77 @@ class Reader:
             )
         out.sort(key=lambda a: (a["awarded_at"], a["award_id"]))
         return out[:limit]
+
+    def communities(self) -> list[str]:
+        return sorted(self._client.smembers(f"{self._prefix}:communities"))
+
+    def health(self, community: str, now: float) -> dict[str, Any]:
+        """Community-health figures, read from Redis (so any worker, even a fresh one,
+        reports the same values)."""
+        layout = self.layout(community)
+        now_ms = int(now * 1000)
+        day_ms = 86_400_000
+        pipe = self._client.pipeline(transaction=False)
+        pipe.zcard(layout.members_first_seen())
+        for days in (1, 7, 30):
+            pipe.zcount(layout.members_last_seen(), f"({now_ms - days * day_ms}", "+inf")
+        for days in (7, 30):
+            pipe.zcount(layout.members_first_seen(), f"({now_ms - days * day_ms}", "+inf")
+        pipe.zcount(layout.members_last_seen(), "-inf", now_ms - 30 * day_ms)
+        pipe.hgetall(layout.events_by_day())
+        pipe.hgetall(layout.feedback_by_day())
+        pipe.hgetall(layout.first_response("forum"))
+        pipe.hgetall(layout.first_response("github"))
+        pipe.hgetall(layout.counts_by_source())
+        pipe.hgetall(layout.award_counts())
+        pipe.zcard(layout.segment_index("intermediate"))
+        pipe.zcard(layout.segment_index("advanced"))
+        pipe.hgetall(layout.moderation_counts())
+        (
+            members,
+            active_1d,
+            active_7d,
+            active_30d,
+            new_7d,
+            new_30d,
+            inactive,
+            by_day,
+            feedback,
+            forum,
+            github,
+            by_source,
+            awards,
+            intermediate,
+            advanced,
+            flags,
+        ) = pipe.execute()
+        recent = {str(d) for d in score_days(now)}
+        events_30d = sum(int(v) for d, v in by_day.items() if d in recent)
+        rating_sum = sum(
+            int(v) for k, v in feedback.items() if k.endswith(":sum") and k[:-4] in recent
+        )
+        ratings = sum(int(v) for k, v in feedback.items() if k.endswith(":n") and k[:-2] in recent)
+        return {
+            "members": members,
+            "active": {"1d": active_1d, "7d": active_7d, "30d": active_30d},
+            "new": {"7d": new_7d, "30d": new_30d},
+            "inactive": inactive,
+            "engagement_ratio": active_30d / members if members else 0.0,
+            "contributions_per_active_member": events_30d / active_30d if active_30d else 0.0,
+            "feedback": {
+                "responses": ratings,
+                "rating_avg": rating_sum / ratings if ratings else None,
+            },
+            "first_response": {"forum": forum, "github": github},
+            "events": {tuple(k.split("|", 1)): int(v) for k, v in by_source.items()},
+            "awards": {k: int(v) for k, v in awards.items()},
+            "segments": {
+                "beginner": max(0, members - intermediate - advanced),
+                "intermediate": intermediate,
+                "advanced": advanced,
+            },
+            "flags": {k: int(v) for k, v in flags.items()},
+        }
 
     def community_counts(self, community: str) -> dict[str, int]:
         raw = self._client.hgetall(self.layout(community).counts())

@@ -30,7 +30,8 @@ def register(app: faust.App, metrics: PulseMetrics, reader: Callable[[], Reader]
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
-            body = generate_latest(metrics.registry)
+            # The health collector reads Redis: keep that off the event loop.
+            body = await asyncio.to_thread(generate_latest, metrics.registry)
             return self.bytes(body, content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     @app.page("/api/v1/communities/{community}/leaderboards/{period}")

@@ -1,22 +1,28 @@
 """Planning the Redis effects of a batch of activities.
 
-The core decides every write: which keys, which increments, when each key expires and
-whether a bucket is already past retention (a late event). The shell ships the plan to
-Redis in one Lua call per community, which applies an event's ops only if its
-``seen`` marker did not exist, so a redelivered ``event_id`` changes nothing.
+The core decides every write: which keys, which increments, when each key expires,
+whether a bucket is already past retention (a late event), which badge and moderation
+checks run. The shell ships the plan to Redis in one Lua call per community
+(``agents/apply_batch.lua``), which applies an event's effects only if its ``seen``
+marker did not exist, so a redelivered ``event_id`` changes nothing.
 
-Per event the arguments are a header ``seen-key, op count, check count, badges-key,
-member_id, event_id, occurred_at (epoch ms)``, then the ops, then the award checks.
+Arguments of one community's call: the community header (:data:`COMMUNITY_HEADER`
+values, see :func:`community_header`), then, in ``apply`` mode, per event a header of
+:data:`HEADER` values ``seen-key, op count, check count, gate count, badges-key, member_id, event_id,
+occurred_at ms, member-key, score-days-key ("" when the event is too old to move the
+30-day score)``, then the gates, the ops and the award checks.
 
-Ops are flat tuples ``(op, key, field, amount, expire_at)`` with ``op`` one of
-``z`` (ZINCRBY), ``h`` (HINCRBY), ``min``/``max`` (keep the smaller/larger integer in
-a hash field), ``s`` (SADD); ``expire_at`` is epoch seconds or 0 for "never".
-
-An award check is ``award_id, badge-field, badge, tier, n`` followed by ``n``
-conditions ``(test, key, field, threshold)``: ``h`` (hash field >= threshold),
-``s`` (set size >= threshold) or ``run`` (the run of consecutive day numbers around
-``field`` in the set >= threshold). When every condition holds and the member does not
-have the badge-field yet, the award is recorded and queued in the outbox.
+- A gate (moderation rule) is ``rule, window-key, window ms, limit, channel,
+  open-flag-key, flag_id, burst-key``. If any gate is over its limit the event is
+  moderated: its ops and checks are skipped, and the flag is raised or extended.
+- Ops are ``(op, key, field, amount, expire_at)``: ``z`` ZINCRBY, ``h`` HINCRBY,
+  ``min``/``max`` keep the smaller/larger integer in a hash field, ``s`` SADD, ``zlt``/
+  ``zgt`` ZADD LT/GT (first/last seen indexes), ``open`` (a thread opened by ``field`` at
+  ``amount``), ``reply`` (a reply at ``amount`` to the thread ``key``; ``field`` is the
+  first-response histogram key). ``expire_at`` is epoch seconds or 0 for "never".
+- An award check is ``award_id, badge-field, badge, tier, n`` and ``n`` conditions
+  ``(test, key, field, threshold)``: ``h`` (hash field >= threshold), ``s`` (set size >=
+  threshold) or ``run`` (run of consecutive day numbers around ``field`` >= threshold).
 """
 
 from __future__ import annotations
@@ -28,12 +34,19 @@ from typing import Final
 from streams.activity import Activity
 from streams.badges import Badge, award_id
 from streams.keys import KeyLayout, escape
+from streams.moderation import ModerationPolicy, content_hash, flag_id
 from streams.periods import PERIODS, period_bucket
+from streams.scoring import DEFAULT_POINTS
+from streams.segments import SegmentPolicy, score_days
 from streams.windows import GRANULARITIES
 
 CHANNEL_PERIODS: Final = ("week", "all")
 DAY_SECONDS: Final = 86400
-HEADER: Final = 7  # per-event header length, see the module docstring
+HEADER: Final = 10  # per-event header length, see the module docstring
+GATE: Final = 8
+COMMUNITY_HEADER: Final = 17
+THREAD_OPENERS: Final = {"forum.post": "forum", "github.issue_opened": "github"}
+THREAD_REPLIES: Final = {"forum.reply": "forum", "github.comment": "github"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +58,7 @@ class Retention:
     month_seconds: int = 25 * 31 * 86400
     window_seconds: int = 35 * 86400
     dedupe_seconds: int = 7 * 86400
+    thread_seconds: int = 30 * 86400
 
     def for_period(self, period: str) -> int:
         return {"day": self.day_seconds, "week": self.week_seconds, "month": self.month_seconds}[
@@ -52,13 +66,38 @@ class Retention:
         ]
 
 
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Everything the planner needs to know about scoring, keeping and judging events."""
+
+    points: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_POINTS))
+    retention: Retention = field(default_factory=Retention)
+    catalog: tuple[Badge, ...] = ()
+    segments: SegmentPolicy = field(default_factory=SegmentPolicy)
+    moderation: ModerationPolicy = field(default_factory=ModerationPolicy)
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What applying one community's plan did: a flag per event (1 applied, 0 duplicate,
+    2 moderated) and the ids of the awards, flags and segment changes it recorded."""
+
+    flags: list[int]
+    awards: list[str] = field(default_factory=list)
+    moderation: list[str] = field(default_factory=list)
+    segments: list[str] = field(default_factory=list)
+
+
+APPLIED, DUPLICATE, MODERATED = 1, 0, 2
+
+
 @dataclass(slots=True)
 class CommunityPlan:
     """Everything one Lua call applies for one community, in event order."""
 
     layout: KeyLayout
+    header: list[str | int] = field(default_factory=list)
     event_ids: list[str] = field(default_factory=list)
-    # Flattened Lua arguments: per event, seen key, op count, then 5 strings per op.
     args: list[str | int] = field(default_factory=list)
     late: list[bool] = field(default_factory=list)
     activities: list[Activity] = field(default_factory=list)
@@ -66,18 +105,43 @@ class CommunityPlan:
     checks: dict[str, tuple[Activity, Badge, str | None]] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class Applied:
-    """What applying one community's plan did: a flag per event (1 applied, 0 duplicate)
-    and the ids of the awards it recorded, in order."""
+def community_header(
+    layout: KeyLayout, policy: Policy, now: float, mode: str = "apply"
+) -> list[str | int]:
+    """The community-wide arguments of the Lua call (order is the script's contract).
 
-    flags: list[int]
-    fired: list[str]
+    ``mode`` is ``apply`` for a batch of events, or ``sweep`` for segment downgrades (then
+    the member-key prefix and the member ids to judge follow the header).
+    """
+    seg = policy.segments
+    return [
+        mode,
+        policy.retention.dedupe_seconds,
+        layout.awards(),
+        layout.awards_by_time(),
+        layout.award_outbox(),
+        layout.award_counts(),
+        layout.flags(),
+        layout.flag_outbox(),
+        layout.moderation_counts(),
+        layout.segment_changes(),
+        layout.segment_outbox(),
+        layout.segment_index(""),
+        int(now * 1000),
+        seg.intermediate_at,
+        seg.advanced_at,
+        int(now // DAY_SECONDS),
+        seg.downgrade_grace * 1000,
+    ]
 
 
 def badge_field(badge: str, tier: str | None) -> str:
     """The member-badges hash field of an award."""
     return badge if tier is None else f"{badge}:{tier}"
+
+
+def _expire(end: float, keep: int) -> int:
+    return int(end) + keep
 
 
 def _plan_badges(
@@ -136,23 +200,53 @@ def _plan_badges(
     return count
 
 
-def _expire(end: float, keep: int) -> int:
-    return int(end) + keep
+def _plan_gates(layout: KeyLayout, activity: Activity, policy: ModerationPolicy) -> list[str | int]:
+    """Moderation gates of a chat message (none for other events or without a channel)."""
+    if activity.type != "chat.message" or activity.channel is None:
+        return []
+    member, channel = activity.member_id, activity.channel
+    community = layout.community
+    gates: list[str | int] = []
+    flood = flag_id(community, member, "flood", activity.event_id)
+    gates.extend(
+        (
+            "flood",
+            layout.flood_window(member, channel),
+            policy.flood_window * 1000,
+            policy.flood_messages,
+            channel,
+            layout.open_flag("flood", member, channel),
+            flood,
+            layout.burst(flood),
+        )
+    )
+    digest = content_hash(activity)
+    if digest is not None:
+        cross = flag_id(community, member, "cross-post", activity.event_id)
+        gates.extend(
+            (
+                "cross-post",
+                layout.crosspost_window(member, digest),
+                policy.crosspost_window * 1000,
+                policy.crosspost_channels,
+                channel,
+                layout.open_flag("cross-post", member, channel),
+                cross,
+                layout.burst(cross),
+            )
+        )
+    return gates
 
 
-def plan_activity(
-    plan: CommunityPlan,
-    activity: Activity,
-    points: Mapping[str, int],
-    retention: Retention,
-    now: float,
-    catalog: tuple[Badge, ...] = (),
-) -> None:
-    """Append one activity's ops to ``plan``; buckets past retention are skipped (late)."""
+def plan_activity(plan: CommunityPlan, activity: Activity, policy: Policy, now: float) -> None:
+    """Append one activity to ``plan``; buckets past retention are skipped (late)."""
     layout = plan.layout
+    retention = policy.retention
     member = activity.member_id
     ts = activity.occurred_at
-    earned = points[activity.type]
+    ts_ms = int(ts * 1000)
+    day = int(ts // DAY_SECONDS)
+    earned = policy.points[activity.type]
     ops: list[str | int] = []
     late = False
 
@@ -160,6 +254,8 @@ def plan_activity(
         ops.extend((kind, key, fld, amount, expire_at))
 
     op("h", layout.counts(), activity.type, 1, 0)
+    op("h", layout.counts_by_source(), f"{activity.type}|{activity.source}", 1, 0)
+    op("h", layout.events_by_day(), str(day), 1, 0)
     for period in PERIODS:
         bucket = period_bucket(period, ts)
         expire_at = 0
@@ -185,15 +281,39 @@ def plan_activity(
             continue
         op("h", layout.window(name, index), member, earned, expire_at)
     member_key = layout.member(member)
-    ts_ms = int(ts * 1000)
     op("h", member_key, "points", earned, 0)
     op("h", member_key, "events", 1, 0)
     op("h", member_key, f"type:{activity.type}", 1, 0)
     op("min", member_key, "first_seen", ts_ms, 0)
     op("max", member_key, "last_seen", ts_ms, 0)
-    op("s", layout.member_days(member), str(int(ts // DAY_SECONDS)), 1, 0)
+    op("s", layout.member_days(member), str(day), 1, 0)
+    op("zlt", layout.members_first_seen(), member, ts_ms, 0)
+    op("zgt", layout.members_last_seen(), member, ts_ms, 0)
+    if activity.type == "feedback.submitted":
+        rating = (activity.attributes or {}).get("rating")
+        if isinstance(rating, int):
+            op("h", layout.feedback_by_day(), f"{day}:sum", rating, 0)
+            op("h", layout.feedback_by_day(), f"{day}:n", 1, 0)
+    thread = (activity.attributes or {}).get("thread_id")
+    if isinstance(thread, str | int) and not isinstance(thread, bool):
+        thread_expiry = _expire(ts, retention.thread_seconds)
+        if (kind := THREAD_OPENERS.get(activity.type)) is not None:
+            op("open", layout.thread(kind, str(thread)[:128]), member, ts_ms, thread_expiry)
+        elif (kind := THREAD_REPLIES.get(activity.type)) is not None:
+            op(
+                "reply",
+                layout.thread(kind, str(thread)[:128]),
+                layout.first_response(kind),
+                ts_ms,
+                thread_expiry,
+            )
+    score_key = ""
+    if earned and day in score_days(now):
+        score_key = layout.member_score_days(member)
+        op("h", score_key, str(day), earned, 0)
     checks: list[str | int] = []
-    check_count = _plan_badges(layout, activity, catalog, ops, checks, plan)
+    check_count = _plan_badges(layout, activity, policy.catalog, ops, checks, plan)
+    gates = _plan_gates(layout, activity, policy.moderation)
 
     plan.event_ids.append(activity.event_id)
     plan.args.extend(
@@ -201,12 +321,16 @@ def plan_activity(
             layout.seen(activity.event_id),
             len(ops) // 5,
             check_count,
+            len(gates) // GATE,
             layout.member_badges(member),
             member,
             activity.event_id,
             ts_ms,
+            member_key,
+            score_key,
         )
     )
+    plan.args.extend(gates)
     plan.args.extend(ops)
     plan.args.extend(checks)
     plan.late.append(late)
@@ -214,12 +338,7 @@ def plan_activity(
 
 
 def plan_batch(
-    activities: Iterable[Activity],
-    prefix: str,
-    points: Mapping[str, int],
-    retention: Retention,
-    now: float,
-    catalog: tuple[Badge, ...] = (),
+    activities: Iterable[Activity], prefix: str, policy: Policy, now: float
 ) -> dict[str, CommunityPlan]:
     """Group a batch by community (one Redis slot each) and plan every activity.
 
@@ -235,6 +354,9 @@ def plan_batch(
         seen.add(identity)
         plan = plans.get(activity.community)
         if plan is None:
-            plan = plans[activity.community] = CommunityPlan(KeyLayout(prefix, activity.community))
-        plan_activity(plan, activity, points, retention, now, catalog)
+            layout = KeyLayout(prefix, activity.community)
+            plan = plans[activity.community] = CommunityPlan(
+                layout, community_header(layout, policy, now)
+            )
+        plan_activity(plan, activity, policy, now)
     return plans

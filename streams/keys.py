@@ -17,6 +17,22 @@ a community's keys live in one slot and one Lua call can touch them::
     {prefix}:{<community>}:awards                   hash: award_id -> award record (JSON)
     {prefix}:{<community>}:awards:by_time           sorted set: award_id by awarded_at
     {prefix}:{<community>}:awards:outbox            sorted set: awards not yet published
+    {prefix}:{<community>}:awards:counts            hash: badge:tier -> awards
+    {prefix}:{<community>}:member:<member_id>:d30   hash: UTC day number -> points (30-day score)
+    {prefix}:{<community>}:seg:<segment>            sorted set: members above beginner
+    {prefix}:{<community>}:segchanges[:outbox]      hash of change records / unpublished ids
+    {prefix}:{<community>}:members:first|last       sorted sets: member -> first/last seen ms
+    {prefix}:{<community>}:events:day               hash: UTC day number -> events
+    {prefix}:{<community>}:counts:source            hash: type|source -> events
+    {prefix}:{<community>}:feedback:day             hash: <day>:sum / <day>:n of ratings
+    {prefix}:{<community>}:thread:<kind>:<thread>   hash: opened_at, author, answered
+    {prefix}:{<community>}:ttfr:<kind>              hash: le:<bound> / sum / count
+    {prefix}:{<community>}:mod:rate:<member>:<channel>   sorted set: recent messages
+    {prefix}:{<community>}:mod:xp:<member>:<hash>        sorted set: channel -> last post
+    {prefix}:{<community>}:mod:flag:<rule>:<member>:<channel>  hash: the open burst
+    {prefix}:{<community>}:mod:burst:<flag_id>      list: event ids attached to a flag
+    {prefix}:{<community>}:flags[:outbox]           hash of flag records / unpublished ids
+    {prefix}:{<community>}:mod:counts               hash: rule -> flags
 
 Leaderboard scores are stored negated, so that Redis's ascending order (score, then
 member bytes) gives "most points first, ties by member_id ascending".
@@ -96,3 +112,60 @@ class KeyLayout:
 
     def award_outbox(self) -> str:
         return f"{self.base}:awards:outbox"
+
+    def award_counts(self) -> str:
+        return f"{self.base}:awards:counts"
+
+    def member_score_days(self, member_id: str) -> str:
+        return f"{self.base}:member:{escape(member_id)}:d30"
+
+    def segment_index(self, segment: str) -> str:
+        return f"{self.base}:seg:{segment}"
+
+    def segment_changes(self) -> str:
+        return f"{self.base}:segchanges"
+
+    def segment_outbox(self) -> str:
+        return f"{self.base}:segchanges:outbox"
+
+    def members_first_seen(self) -> str:
+        return f"{self.base}:members:first"
+
+    def members_last_seen(self) -> str:
+        return f"{self.base}:members:last"
+
+    def events_by_day(self) -> str:
+        return f"{self.base}:events:day"
+
+    def counts_by_source(self) -> str:
+        return f"{self.base}:counts:source"
+
+    def feedback_by_day(self) -> str:
+        return f"{self.base}:feedback:day"
+
+    def thread(self, kind: str, thread_id: str) -> str:
+        return f"{self.base}:thread:{kind}:{escape(thread_id)}"
+
+    def first_response(self, kind: str) -> str:
+        return f"{self.base}:ttfr:{kind}"
+
+    def flood_window(self, member_id: str, channel: str) -> str:
+        return f"{self.base}:mod:rate:{escape(member_id)}:{escape(channel)}"
+
+    def crosspost_window(self, member_id: str, content_hash: str) -> str:
+        return f"{self.base}:mod:xp:{escape(member_id)}:{escape(content_hash)}"
+
+    def open_flag(self, rule: str, member_id: str, channel: str) -> str:
+        return f"{self.base}:mod:flag:{rule}:{escape(member_id)}:{escape(channel)}"
+
+    def burst(self, flag_id: str) -> str:
+        return f"{self.base}:mod:burst:{flag_id}"
+
+    def flags(self) -> str:
+        return f"{self.base}:flags"
+
+    def flag_outbox(self) -> str:
+        return f"{self.base}:flags:outbox"
+
+    def moderation_counts(self) -> str:
+        return f"{self.base}:mod:counts"

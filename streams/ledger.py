@@ -1,8 +1,10 @@
 """An in-memory interpreter of planned effects, with the semantics of ``apply_batch.lua``.
 
 It lets the badge catalog be evaluated over a file without Kafka or Redis (``pulse
-badges backtest``) and lets unit tests run rules end to end. It ignores expiry: a
-backtest looks at what a file earns, not at what Redis would still hold.
+badges backtest``) and lets unit tests run rules end to end: dedupe, moderation gates
+(a moderated message counts for no badge), counters and award checks. It leaves out
+what a backtest does not report: key expiry, first-response histograms and segment
+changes (the segment rules are tested on their own and against the real Redis).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from streams.effects import HEADER, Applied, CommunityPlan
+from streams.effects import APPLIED, DUPLICATE, GATE, HEADER, MODERATED, Applied, CommunityPlan
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,13 +35,14 @@ class MemoryLedger:
     sets: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     seen: set[str] = field(default_factory=set)
     awards: list[FiredAward] = field(default_factory=list)
+    moderated: list[tuple[str, str]] = field(default_factory=list)  # (rule, event_id)
 
     def apply(self, plans: Sequence[CommunityPlan]) -> list[Applied]:
         results = []
         for plan in plans:
             before = len(self.awards)
-            flags = self._apply(plan.args)
-            results.append(Applied(flags, [a.award_id for a in self.awards[before:]]))
+            codes = self._apply(plan.args)
+            results.append(Applied(codes, [a.award_id for a in self.awards[before:]]))
         return results
 
     def _run_length(self, key: str, day: int, cap: int) -> int:
@@ -53,38 +56,46 @@ class MemoryLedger:
             length, d = length + 1, d + 1
         return length
 
+    def _over_limit(self, gate: Sequence[str], event_id: str, at: int) -> bool:
+        rule, key, window, limit, channel = gate[0], gate[1], int(gate[2]), int(gate[3]), gate[4]
+        board = self.zsets[key]
+        count = sum(1 for t in board.values() if at - window < t <= at)
+        if rule == "flood":
+            board[event_id] = at
+        else:
+            own = board.get(channel)
+            if own is not None and at - window < own <= at:
+                count -= 1
+            board[channel] = max(own, at) if own is not None else at
+        return count >= limit
+
     def _apply(self, args: Sequence[str | int]) -> list[int]:
-        flags: list[int] = []
+        codes: list[int] = []
         i = 0
         while i < len(args):
-            seen, nops, nchecks, badges_key, member, event_id, at_ms = args[i : i + HEADER]
+            seen, nops, nchecks, ngates, badges_key, member, event_id, at_ms = (
+                str(a) for a in args[i : i + 8]
+            )
             i += HEADER
             fresh = seen not in self.seen
-            self.seen.add(str(seen))
+            self.seen.add(seen)
+            moderated = False
+            for _ in range(int(ngates)):
+                gate = [str(a) for a in args[i : i + GATE]]
+                i += GATE
+                if fresh and self._over_limit(gate, event_id, int(at_ms)) and not moderated:
+                    moderated = True
+                    self.moderated.append((gate[0], event_id))
+            live = fresh and not moderated
             for _ in range(int(nops)):
                 op, key, fld, amount = (str(a) for a in args[i : i + 4])
                 i += 5
-                if not fresh:
-                    continue
-                if op == "z":
-                    board = self.zsets[key]
-                    board[fld] = board.get(fld, 0) + int(amount)
-                elif op == "h":
-                    table = self.hashes[key]
-                    table[fld] = table.get(fld, 0) + int(amount)
-                elif op in ("min", "max"):
-                    table = self.hashes[key]
-                    current = table.get(fld)
-                    pick = min if op == "min" else max
-                    table[fld] = int(amount) if current is None else pick(current, int(amount))
-                elif op == "s":
-                    self.sets[key].add(fld)
-                else:
-                    raise ValueError(f"unknown op {op}")
+                if live:
+                    self._op(op, key, fld, int(amount))
             for _ in range(int(nchecks)):
                 identity, check_field, badge, tier, nconds = (str(a) for a in args[i : i + 5])
                 i += 5
-                met = fresh and check_field not in self.hashes.get(str(badges_key), {})
+                met = live and check_field not in self.hashes.get(badges_key, {})
                 for _ in range(int(nconds)):
                     test, key, cfield, threshold = (str(a) for a in args[i : i + 4])
                     i += 4
@@ -98,16 +109,28 @@ class MemoryLedger:
                         value = self._run_length(key, int(cfield), int(threshold))
                     met = value >= int(threshold)
                 if met:
-                    self.hashes[str(badges_key)][check_field] = int(at_ms)
+                    self.hashes[badges_key][check_field] = int(at_ms)
                     self.awards.append(
-                        FiredAward(
-                            str(identity),
-                            str(member),
-                            str(badge),
-                            str(tier) or None,
-                            int(at_ms),
-                            str(event_id),
-                        )
+                        FiredAward(identity, member, badge, tier or None, int(at_ms), event_id)
                     )
-            flags.append(1 if fresh else 0)
-        return flags
+            codes.append(DUPLICATE if not fresh else MODERATED if moderated else APPLIED)
+        return codes
+
+    def _op(self, op: str, key: str, fld: str, amount: int) -> None:
+        if op == "z":
+            board = self.zsets[key]
+            board[fld] = board.get(fld, 0) + amount
+        elif op == "h":
+            table = self.hashes[key]
+            table[fld] = table.get(fld, 0) + amount
+        elif op in ("min", "max", "zlt", "zgt"):
+            store: dict[str, int] | dict[str, float] = (
+                self.hashes[key] if op in ("min", "max") else self.zsets[key]
+            )
+            current = store.get(fld)
+            pick = min if op in ("min", "zlt") else max
+            store[fld] = amount if current is None else pick(current, amount)  # type: ignore[assignment]
+        elif op == "s":
+            self.sets[key].add(fld)
+        elif op not in ("open", "reply"):
+            raise ValueError(f"unknown op {op}")

@@ -12,8 +12,7 @@ import redis
 
 from agents.store import BatchWriter, connect_async
 from streams.activity import Activity
-from streams.effects import Retention, plan_batch
-from streams.scoring import DEFAULT_POINTS
+from streams.effects import Policy, Retention, plan_batch
 from tests.conftest import NOON
 from tests.integration.conftest import Stack
 
@@ -49,9 +48,10 @@ def apply(stack: Stack, prefix: str, activities: list[Activity], now: float = NO
     async def run() -> Any:
         client = connect_async(stack.redis_url)
         try:
-            writer = BatchWriter(client, dedupe_seconds=3600)
-            plans = list(plan_batch(activities, prefix, DEFAULT_POINTS, Retention(), now).values())
-            return await writer.apply(plans)
+            writer = BatchWriter(client, prefix)
+            policy = Policy(retention=Retention(dedupe_seconds=3600))
+            plans = list(plan_batch(activities, prefix, policy, now).values())
+            return [applied.flags for applied in await writer.apply(plans)]
         finally:
             await client.aclose()
 

@@ -10,9 +10,8 @@ import pytest
 
 from streams.activity import Activity, parse_activity
 from streams.badges import CatalogError, award_id, default_catalog, load_catalog
-from streams.effects import Retention, plan_batch
+from streams.effects import Policy, Retention, plan_batch
 from streams.ledger import MemoryLedger
-from streams.scoring import DEFAULT_POINTS
 from tests.conftest import activity_dict
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
@@ -50,14 +49,11 @@ def awards(
     batch: Iterable[Activity], catalog: Any = None, ledger: MemoryLedger | None = None
 ) -> list[tuple[str, str, str | None, str]]:
     ledger = ledger or MemoryLedger()
-    plans = plan_batch(
-        list(batch),
-        "pulse",
-        DEFAULT_POINTS,
-        Retention(day_seconds=10**9, week_seconds=10**9, month_seconds=10**9, window_seconds=10**9),
-        NOW,
-        default_catalog() if catalog is None else catalog,
+    keep = Retention(
+        day_seconds=10**9, week_seconds=10**9, month_seconds=10**9, window_seconds=10**9
     )
+    policy = Policy(catalog=default_catalog() if catalog is None else catalog, retention=keep)
+    plans = plan_batch(list(batch), "pulse", policy, NOW)
     ledger.apply(list(plans.values()))
     return [(a.member_id, a.badge, a.tier, a.evidence) for a in ledger.awards]
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from streams.activity import Activity
-from streams.effects import HEADER, CommunityPlan, Retention, plan_batch
+from streams.effects import GATE, HEADER, CommunityPlan, Policy, Retention, plan_batch
 from tests.conftest import NOON
 
 Op = tuple[str, str, str, int, int]
@@ -18,8 +18,8 @@ def decode(plan: CommunityPlan) -> list[tuple[list[Op], list[tuple[Any, ...]]]]:
     events = []
     i = 0
     while i < len(args):
-        nops, nchecks = int(args[i + 1]), int(args[i + 2])
-        i += HEADER
+        nops, nchecks, ngates = int(args[i + 1]), int(args[i + 2]), int(args[i + 3])
+        i += HEADER + GATE * ngates
         ops = [tuple(args[i + 5 * k : i + 5 * k + 5]) for k in range(nops)]
         i += 5 * nops
         checks = []
@@ -44,7 +44,9 @@ def plan_one(
     points: dict[str, int] | None = None,
 ) -> CommunityPlan:
     table = points or {"chat.message": 1, "github.pr_merged": 15}
-    plans = plan_batch([activity], "pulse", table, retention or Retention(), now)
+    plans = plan_batch(
+        [activity], "pulse", Policy(points=table, retention=retention or Retention()), now
+    )
     return plans[activity.community]
 
 
@@ -124,7 +126,7 @@ def test_batch_groups_by_community_and_drops_in_batch_repeats(
         make_activity(event_id="a"),  # producer retry inside one batch
         make_activity(event_id="a", community="django"),  # same id, other community: distinct
     ]
-    plans = plan_batch(batch, "pulse", {"chat.message": 1}, Retention(), NOON)
+    plans = plan_batch(batch, "pulse", Policy(points={"chat.message": 1}), NOON)
     assert {c: p.event_ids for c, p in plans.items()} == {"pycon-us": ["a"], "django": ["b", "a"]}
 
 

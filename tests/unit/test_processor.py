@@ -32,11 +32,12 @@ class FakeRecord:
 
 
 class FakeWriter:
-    """The Lua semantics via MemoryLedger, an outbox, and N injected Redis failures."""
+    """The Lua semantics via MemoryLedger, outboxes as dicts, and N injected Redis failures."""
 
     def __init__(self, failures: int = 0) -> None:
         self.ledger = MemoryLedger()
-        self.outbox: dict[str, tuple[str, dict[str, Any]]] = {}
+        self.stored: dict[tuple[str, str], dict[str, Any]] = {}
+        self.outboxes: dict[str, list[str]] = {}
         self.known: set[str] = set()
         self.failures = failures
         self.calls = 0
@@ -46,34 +47,41 @@ class FakeWriter:
         if self.failures:
             self.failures -= 1
             raise redis.exceptions.ConnectionError("Redis is down")
-        before = len(self.ledger.awards)
         results = self.ledger.apply(plans)
-        for award in self.ledger.awards[before:]:
-            community = next(p.layout.community for p in plans if award.award_id in p.checks)
-            self.outbox[award.award_id] = (
-                community,
-                {
-                    "member_id": award.member_id,
-                    "badge": award.badge,
-                    "tier": award.tier or "",
-                    "at_ms": award.at_ms,
-                    "evidence": award.evidence,
-                },
-            )
+        for plan, result in zip(plans, results, strict=True):
+            for award in self.ledger.awards:
+                if award.award_id in result.awards:
+                    self.stored[(plan.layout.awards(), award.award_id)] = {
+                        "member_id": award.member_id,
+                        "badge": award.badge,
+                        "tier": award.tier or "",
+                        "at_ms": award.at_ms,
+                        "evidence": award.evidence,
+                    }
+                    self.outboxes.setdefault(plan.layout.award_outbox(), []).append(award.award_id)
         return results
 
-    async def pending_awards(self, layout: KeyLayout) -> list[tuple[str, dict[str, Any]]]:
-        return [(i, r) for i, (c, r) in self.outbox.items() if c == layout.community]
+    async def pending(self, outbox_key: str, limit: int = 1000) -> list[str]:
+        return self.outboxes.get(outbox_key, [])[:limit]
 
-    async def confirm_published(self, confirmed: Sequence[tuple[KeyLayout, str]]) -> None:
-        for _, identity in confirmed:
-            self.outbox.pop(identity, None)
+    async def records(self, records_key: str, ids: Sequence[str]) -> list[tuple[str, Any]]:
+        return [(i, self.stored[(records_key, i)]) for i in ids if (records_key, i) in self.stored]
+
+    async def confirm(self, confirmed: Sequence[tuple[str, str]]) -> None:
+        for outbox_key, identity in confirmed:
+            self.outboxes[outbox_key].remove(identity)
 
     async def communities(self) -> list[str]:
         return sorted(self.known)
 
     async def remember_communities(self, communities: Sequence[str]) -> None:
         self.known.update(communities)
+
+    async def sweep_segments(self, layout: KeyLayout, policy: Any, now: float) -> list[str]:
+        return []
+
+    def pending_count(self) -> int:
+        return sum(len(ids) for ids in self.outboxes.values())
 
 
 class FakeAwards:
@@ -85,6 +93,11 @@ class FakeAwards:
         if self.fail_with is not None:
             raise self.fail_with
         self.messages.extend(messages)
+
+
+def sinks(awards: FakeAwards) -> dict[str, FakeAwards]:
+    """Awards go to ``awards``; flags and segment changes to sinks of their own."""
+    return {"awards": awards, "flags": FakeAwards(), "segments": FakeAwards()}
 
 
 class FakeDeadLetters:
@@ -112,7 +125,7 @@ def parts() -> tuple[FakeWriter, FakeDeadLetters, PulseMetrics]:
 def make(parts: tuple[FakeWriter, FakeDeadLetters, PulseMetrics]) -> ActivityProcessor:
     writer, letters, metrics = parts
     return ActivityProcessor(
-        Settings.from_env({}), writer, letters, metrics, FakeAwards(), clock=lambda: NOON
+        Settings.from_env({}), writer, letters, metrics, sinks(FakeAwards()), clock=lambda: NOON
     )
 
 
@@ -174,7 +187,12 @@ def test_redis_outage_is_retried_until_applied_and_counted(
 ) -> None:
     writer, metrics = FakeWriter(failures=3), PulseMetrics(CollectorRegistry())
     processor = ActivityProcessor(
-        Settings.from_env({}), writer, FakeDeadLetters(), metrics, FakeAwards(), clock=lambda: NOON
+        Settings.from_env({}),
+        writer,
+        FakeDeadLetters(),
+        metrics,
+        sinks(FakeAwards()),
+        clock=lambda: NOON,
     )
     sleeps: list[float] = []
 
@@ -194,7 +212,7 @@ def test_awards_are_published_once_with_their_evidence(
 ) -> None:
     writer, awards, metrics = FakeWriter(), FakeAwards(), PulseMetrics(CollectorRegistry())
     processor = ActivityProcessor(
-        Settings.from_env({}), writer, FakeDeadLetters(), metrics, awards, clock=lambda: NOON
+        Settings.from_env({}), writer, FakeDeadLetters(), metrics, sinks(awards), clock=lambda: NOON
     )
     merge = orjson.dumps(make_event(event_id="m1", type="github.pr_merged", channel=...))
     run(processor, [FakeRecord(merge)])
@@ -204,7 +222,7 @@ def test_awards_are_published_once_with_their_evidence(
     assert [(m["badge"], m["tier"], m["evidence"]) for m in awards.messages] == [
         ("first-merge", None, ["m1"])
     ]
-    assert writer.outbox == {}
+    assert writer.pending_count() == 0
     assert (
         sample(
             metrics,
@@ -226,13 +244,13 @@ def test_awards_left_in_the_outbox_by_a_crash_are_published_on_start(
         writer,
         FakeDeadLetters(),
         PulseMetrics(CollectorRegistry()),
-        FakeAwards(fail_with=RuntimeError("worker killed")),
+        sinks(FakeAwards(fail_with=RuntimeError("worker killed"))),
         clock=lambda: NOON,
     )
     volunteer = orjson.dumps(make_event(event_id="v1", type="event.volunteer_shift"))
     with pytest.raises(RuntimeError, match="worker killed"):
         run(crashing, [FakeRecord(volunteer)])
-    assert len(writer.outbox) == 1
+    assert writer.pending_count() == 1
 
     awards = FakeAwards()
     restarted = ActivityProcessor(
@@ -240,12 +258,12 @@ def test_awards_left_in_the_outbox_by_a_crash_are_published_on_start(
         writer,
         FakeDeadLetters(),
         PulseMetrics(CollectorRegistry()),
-        awards,
+        sinks(awards),
         clock=lambda: NOON,
     )
-    assert asyncio.run(restarted.drain_outbox()) == 1
+    assert asyncio.run(restarted.drain_outboxes()) == 1
     run(restarted, [FakeRecord(volunteer)])  # the redelivered event adds nothing
     assert [(m["badge"], m["member_id"], m["awarded_at"]) for m in awards.messages] == [
         ("event-crew", "alice", "2026-11-25T11:59:00.000Z")
     ]
-    assert writer.outbox == {}
+    assert writer.pending_count() == 0

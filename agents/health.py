@@ -1,0 +1,171 @@
+"""Community-health metrics, read from Redis at scrape time.
+
+Every worker exports the same values (they come from Redis, not from process memory),
+so a freshly restarted worker is right at once; aggregate across workers with ``max``.
+Labels are bounded: community, window, segment, type, source, kind, badge, tier, rule.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from agents.store import Reader
+
+log = logging.getLogger(__name__)
+
+
+def _histogram(name: str, doc: str) -> HistogramMetricFamily:
+    return HistogramMetricFamily(name, doc, labels=("community", "kind"))
+
+
+def first_response_buckets(fields: dict[str, str]) -> tuple[list[tuple[str, float]], float]:
+    """Cumulative Prometheus buckets and the sum from the Redis ``le:<bound>`` counters."""
+    counts = {k.removeprefix("le:"): int(v) for k, v in fields.items() if k.startswith("le:")}
+    finite = sorted((float(b), n) for b, n in counts.items() if b != "+Inf")
+    buckets: list[tuple[str, float]] = []
+    running = 0
+    for bound, count in finite:
+        running += count
+        buckets.append((f"{bound:g}", float(running)))
+    running += counts.get("+Inf", 0)
+    buckets.append(("+Inf", float(running)))
+    return buckets, float(fields.get("sum", 0.0))
+
+
+class CommunityHealthCollector(Collector):
+    """A Prometheus collector over :meth:`Reader.health` for every known community."""
+
+    def __init__(
+        self,
+        reader: Callable[[], Reader],
+        clock: Callable[[], float] = time.time,
+        prefix: str = "pulse",
+    ) -> None:
+        self._reader = reader
+        self._clock = clock
+        self._prefix = prefix
+
+    def describe(self) -> list[Metric]:
+        # Returning nothing keeps registration from calling collect() (and Redis).
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        p = self._prefix
+        members = GaugeMetricFamily(
+            f"{p}_community_members", "Known members.", labels=["community"]
+        )
+        active = GaugeMetricFamily(
+            f"{p}_community_active_members",
+            "Members with activity in the window.",
+            labels=["community", "window"],
+        )
+        new = GaugeMetricFamily(
+            f"{p}_community_new_members",
+            "Members first seen within the window.",
+            labels=["community", "window"],
+        )
+        inactive = GaugeMetricFamily(
+            f"{p}_community_inactive_members",
+            "Members seen before but silent for 30 days.",
+            labels=["community"],
+        )
+        ratio = GaugeMetricFamily(
+            f"{p}_community_engagement_ratio",
+            "Active members (30 d) / known members.",
+            labels=["community"],
+        )
+        contributions = GaugeMetricFamily(
+            f"{p}_community_contributions_per_active_member",
+            "Events in the last 30 days per member active in them.",
+            labels=["community"],
+        )
+        rating = GaugeMetricFamily(
+            f"{p}_community_feedback_rating_avg",
+            "Average feedback rating (1..5) over 30 days.",
+            labels=["community"],
+        )
+        responses = GaugeMetricFamily(
+            f"{p}_community_feedback_responses",
+            "Feedback ratings received over 30 days.",
+            labels=["community"],
+        )
+        first_response = _histogram(
+            f"{p}_community_first_response_seconds",
+            "Seconds from a forum post or GitHub issue to the first reply by someone else.",
+        )
+        events = CounterMetricFamily(
+            f"{p}_community_events",
+            "Events applied, all time.",
+            labels=["community", "type", "source"],
+        )
+        badges = CounterMetricFamily(
+            f"{p}_community_badges_awarded",
+            "Badges awarded.",
+            labels=["community", "badge", "tier"],
+        )
+        segments = GaugeMetricFamily(
+            f"{p}_members", "Members per segment.", labels=["community", "segment"]
+        )
+        flags = CounterMetricFamily(
+            f"{p}_community_moderation_flags",
+            "Moderation flags raised.",
+            labels=["community", "rule"],
+        )
+        try:
+            reader = self._reader()
+            now = self._clock()
+            figures = [(c, reader.health(c, now)) for c in reader.communities()]
+        except Exception:  # a scrape must answer even when Redis does not
+            log.exception("community-health metrics unavailable")
+            figures = []
+        for community, h in figures:
+            members.add_metric([community], h["members"])
+            for window, value in h["active"].items():
+                active.add_metric([community, window], value)
+            for window, value in h["new"].items():
+                new.add_metric([community, window], value)
+            inactive.add_metric([community], h["inactive"])
+            ratio.add_metric([community], h["engagement_ratio"])
+            contributions.add_metric([community], h["contributions_per_active_member"])
+            feedback: dict[str, Any] = h["feedback"]
+            responses.add_metric([community], feedback["responses"])
+            if feedback["rating_avg"] is not None:
+                rating.add_metric([community], feedback["rating_avg"])
+            for kind, fields in h["first_response"].items():
+                buckets, total = first_response_buckets(fields)
+                first_response.add_metric([community, kind], buckets, total)
+            for (kind, source), value in sorted(h["events"].items()):
+                events.add_metric([community, kind, source], value)
+            for field, value in sorted(h["awards"].items()):
+                badge, _, tier = field.partition(":")
+                badges.add_metric([community, badge, tier], value)
+            for segment, value in h["segments"].items():
+                segments.add_metric([community, segment], value)
+            for rule, value in sorted(h["flags"].items()):
+                flags.add_metric([community, rule], value)
+        yield from (
+            members,
+            active,
+            new,
+            inactive,
+            ratio,
+            contributions,
+            rating,
+            responses,
+            first_response,
+            events,
+            badges,
+            segments,
+            flags,
+        )
