@@ -125,7 +125,28 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         if recovered:
             log.info("published %d message(s) left in outboxes by a previous run", recovered)
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
-            outcome = await processor.process([event.message for event in events])
+            messages = [event.message for event in events]
+            # take_events acks the batch in a `finally`, also when this body is left by an
+            # exception or a cancellation (a shutdown that does not wait for streams), and
+            # the consumer then commits those offsets. An extra reference on each message,
+            # dropped only once the batch is applied, keeps that ack from completing for
+            # an unapplied batch: its offsets are never committed and it is redelivered.
+            for message in messages:
+                message.incref()
+            delay = 0.5
+            while True:
+                try:
+                    outcome = await processor.process(messages)
+                    break
+                except Exception:
+                    # Redis and broker outages are retried inside process(); anything else
+                    # (a bug, an unexpected error) must not skip the batch either: keep it,
+                    # say so loudly, and try again.
+                    log.exception("batch of %d failed; retrying in %.1fs", len(messages), delay)
+                    await asyncio.sleep(delay)
+                    delay = min(30.0, delay * 2)
+            for message in messages:
+                message.decref()
             log.debug("batch of %d: %s", len(events), outcome)
 
     @app.timer(interval=settings.segment_sweep_seconds)  # type: ignore[untyped-decorator]

@@ -160,11 +160,8 @@ local function raise_flag(rule, key, window, channel, flag_key, flag_id, burst_k
   fired_flags[#fired_flags + 1] = flag_id
 end
 
-local function first_response(thread, hist, member, at, expire_at)
-  local opened = redis.call('HMGET', thread, 'opened_at', 'author', 'answered')
-  if opened[1] == false or opened[3] ~= false or opened[2] == member then return end
-  local delta = (at - tonumber(opened[1])) / 1000
-  if delta < 0 then return end
+local function record_response(thread, hist, opened_at, at)
+  local delta = (at - opened_at) / 1000
   redis.call('HSET', thread, 'answered', at)
   local field = 'le:+Inf'
   for _, bound in ipairs(BOUNDS) do
@@ -173,6 +170,43 @@ local function first_response(thread, hist, member, at, expire_at)
   redis.call('HINCRBY', hist, field, 1)
   redis.call('HINCRBYFLOAT', hist, 'sum', delta)
   redis.call('HINCRBY', hist, 'count', 1)
+end
+
+-- A reply: the first one by someone other than the author answers the thread. Replies
+-- can arrive before their thread's opening event (another partition): they wait in
+-- 'early:<member>' fields until the thread opens.
+local function first_response(thread, hist, member, at, expire_at)
+  local opened = redis.call('HMGET', thread, 'opened_at', 'author', 'answered')
+  if opened[3] ~= false then return end
+  if opened[1] == false then
+    local field = 'early:' .. member
+    local earlier = tonumber(redis.call('HGET', thread, field))
+    if earlier == nil or at < earlier then redis.call('HSET', thread, field, at) end
+    redis.call('EXPIREAT', thread, expire_at)
+    return
+  end
+  if opened[2] == member or at < tonumber(opened[1]) then return end
+  record_response(thread, hist, tonumber(opened[1]), at)
+end
+
+local function open_thread(thread, author, at)
+  if redis.call('HSETNX', thread, 'opened_at', at) == 0 then return end
+  redis.call('HSET', thread, 'author', author)
+  local fields = redis.call('HGETALL', thread)
+  local first, early = nil, {}
+  for j = 1, #fields, 2 do
+    local name = fields[j]
+    if string.sub(name, 1, 6) == 'early:' then
+      early[#early + 1] = name
+      local t = tonumber(fields[j + 1])
+      if string.sub(name, 7) ~= author and t >= at and (first == nil or t < first) then first = t end
+    end
+  end
+  if #early > 0 then redis.call('HDEL', thread, unpack(early)) end
+  if first ~= nil then
+    local base, kind = string.match(thread, '^(.*):thread:([^:]+):')
+    record_response(thread, base .. ':ttfr:' .. kind, at, first)
+  end
 end
 
 while i <= n do
@@ -215,9 +249,7 @@ while i <= n do
       elseif op == 'zgt' then
         redis.call('ZADD', key, 'GT', amount, field)
       elseif op == 'open' then
-        if redis.call('HSETNX', key, 'opened_at', amount) == 1 then
-          redis.call('HSET', key, 'author', field)
-        end
+        open_thread(key, field, tonumber(amount))
       elseif op == 'reply' then
         first_response(key, field, member, tonumber(amount), expire_at)
       else

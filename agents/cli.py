@@ -195,22 +195,102 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+class _SaslRefusals(logging.Handler):
+    """Notices kafka-python logging a refused SASL login (it retries, then times out)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.refused = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.refused = self.refused or "SaslAuthenticationFailed" in record.getMessage()
+
+
+def _check_kafka(settings: Settings) -> None:
+    """Reach the brokers within seconds, or exit 1 saying why (refused SASL login or not)."""
+    from kafka import KafkaAdminClient
+
+    from agents.kafka_io import KafkaError, client_options
+
+    where = ",".join(settings.kafka_bootstrap_servers)
+    refusals = _SaslRefusals()
+    logger = logging.getLogger("kafka")
+    logger.addHandler(refusals)
+    try:
+        KafkaAdminClient(**client_options(settings), bootstrap_timeout_ms=8000).close()
+    except KafkaError as exc:
+        if refusals.refused:
+            raise CliError(
+                f"Kafka at {where} refused the SASL credentials (check "
+                "PULSE_KAFKA_SASL_USERNAME, PULSE_KAFKA_SASL_PASSWORD and "
+                "PULSE_KAFKA_SASL_MECHANISM)",
+                EXIT_SERVICE,
+            ) from None
+        raise CliError(f"Kafka at {where}: {exc}", EXIT_SERVICE) from None
+    finally:
+        logger.removeHandler(refusals)
+
+
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from agents.app import create_app
     from agents.kafka_io import KafkaError, ensure_topics
 
+    # kafka-python logs its whole configuration, SASL password included, at DEBUG.
+    logging.getLogger("kafka").setLevel(max(logging.INFO, logging.getLogger().level))
+    _check_kafka(settings)
     try:
         ensure_topics(settings)
     except KafkaError as exc:
         raise CliError(
             f"Kafka at {','.join(settings.kafka_bootstrap_servers)}: {exc}", EXIT_SERVICE
         ) from None
+    from agents.store import connect
+
+    # Refused credentials or no Redis at all: say so and exit 1 now, instead of a worker
+    # that retries its first batch forever.
+    connect(settings.redis_url.reveal()).ping()
     app = create_app(settings)
     from faust import Worker
 
     worker = Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()
     return EXIT_OK
+
+
+def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    from agents.rebuild import run
+
+    return run(args, settings)
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from agents.ingest import cmd_ingest as run
+
+    return run(args, settings)
+
+
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    from agents.ingest import cmd_import as run
+
+    return run(args, settings)
+
+
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from agents.ingest import cmd_simulate as run
+
+    return run(args, settings)
+
+
+def cmd_ingest_server(args: argparse.Namespace, settings: Settings) -> int:
+    from agents.ingest_server import run
+
+    return run(settings, args.bind, args.port)
+
+
+def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from agents.dlq import run
+
+    return run(args, settings)
 
 
 def _reader(settings: Settings) -> Any:
@@ -525,7 +605,103 @@ def build_parser() -> argparse.ArgumentParser:
         "--community", action="append", required=True, help="community (repeat for several)"
     )
     p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add(
+        "rebuild",
+        cmd_rebuild,
+        "recompute Redis state from the input topics (after Redis data loss or a scoring "
+        "change); publishes nothing",
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--community", action="append", help="community (repeat for several)")
+    which.add_argument("--all", action="store_true", help="every community")
+    p.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="delete the communities' keys and replay every record the topics still hold "
+        "(stop the workers first); without it, replay the last --since hours over the "
+        "current state, skipping events Redis already has",
+    )
+    p.add_argument("--since", default="24", help="hours to replay without --from-beginning")
+    p.add_argument("--batch-size", type=int, default=5000, help="records per batch")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _add_source_commands(add)
     return parser
+
+
+def _add_source_commands(
+    add: Callable[
+        [str, Callable[[argparse.Namespace, Settings], int], str], argparse.ArgumentParser
+    ],
+) -> None:
+    """Arguments of ingest, import, simulate, ingest-server and dlq (agents/ingest.py,
+    agents/ingest_server.py, agents/dlq.py)."""
+
+    def publishing(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--topic", help="topic to publish to (default: PULSE_INGEST_TOPICS)")
+        p.add_argument("--source", help="the events' source name (default: the platform's)")
+        p.add_argument(
+            "--dry-run", action="store_true", help="print the events as JSON lines, publish none"
+        )
+        p.add_argument(
+            "--skip-invalid",
+            action="store_true",
+            help="publish the good records even when some are broken (and report them)",
+        )
+
+    p = add("ingest", cmd_ingest, "normalize a platform export and publish it to Kafka")
+    p.add_argument("platform", choices=("github", "discord", "discourse", "pypi"))
+    p.add_argument(
+        "file", help="JSON lines or a JSON document (see docs/sources.md), or - for stdin"
+    )
+    p.add_argument("--community", help="community for records no mapping covers (pypi: required)")
+    p.add_argument("--instance", help="discourse: the forum URL of bare payloads")
+    p.add_argument("--member", help="pypi: member credited with the releases")
+    p.add_argument("--since", help="pypi: only versions uploaded after this day or time")
+    publishing(p)
+
+    p = add("import", cmd_import, "normalize a conference or survey export and publish it")
+    p.add_argument("kind", choices=("checkins", "volunteers", "feedback"))
+    p.add_argument("file", help="CSV with a header line (feedback: also JSON), or - for stdin")
+    p.add_argument("--community", help="community of rows without a community column")
+    p.add_argument("--event", help="conference id of rows without an event column")
+    p.add_argument("--timezone", help="zone of times without an offset, e.g. America/New_York")
+    publishing(p)
+
+    p = add("simulate", cmd_simulate, "simulate a believable community, to a file or Kafka")
+    p.add_argument("--communities", default="3", help="a number, or comma-separated names")
+    p.add_argument("--members", type=int, default=300, help="members in all (default 300)")
+    p.add_argument("--days", type=int, default=10, help="days up to now (default 10)")
+    p.add_argument("--events", type=int, default=5000, help="about this many valid events")
+    p.add_argument("--rate", type=float, help="publish at most this many events per second")
+    p.add_argument("--seed", type=int, default=7, help="random seed; same seed, same lines")
+    p.add_argument("--now", help="end of the simulated time (default: now)")
+    p.add_argument(
+        "--malformed", type=float, default=0.01, help="share of malformed lines (default 0.01)"
+    )
+    p.add_argument("--no-conference", action="store_true", help="leave the conference out")
+    p.add_argument("--id-prefix", default="sim", help="event ids start with this")
+    p.add_argument("--out", help="write JSON lines to this file (- for stdout), not Kafka")
+    p.add_argument("--topic", help="topic to publish to (default: the first input topic)")
+
+    p = add("ingest-server", cmd_ingest_server, "serve signed GitHub and Discourse webhooks")
+    p.add_argument("--bind", help="address (default PULSE_INGEST_BIND, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default PULSE_INGEST_PORT, 6067)")
+
+    p = add("dlq", cmd_dlq, "inspect dead letters, replay fixed ones")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    q = actions.add_parser("inspect", help="list dead letters with their reasons")
+    q.add_argument("--json", action="store_true", help="one JSON object per letter")
+    q.add_argument("--limit", type=int, default=20, help="newest N letters (0: all)")
+    q.add_argument("--reason", action="append", help="only this reason (repeatable)")
+    q = actions.add_parser("replay", help="send fixed events back to the input topic")
+    q.add_argument("--from-file", help="fixed events, or `dlq inspect --json` lines")
+    q.add_argument("--reason", action="append", help="re-check letters of this reason as they are")
+    q.add_argument("--topic", help="topic to replay to (default: the first input topic)")
+    q.add_argument("--dry-run", action="store_true", help="check and count, send nothing")
+    q.add_argument(
+        "--skip-invalid", action="store_true", help="replay the valid lines of --from-file"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

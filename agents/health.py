@@ -29,9 +29,19 @@ def _histogram(name: str, doc: str) -> HistogramMetricFamily:
     return HistogramMetricFamily(name, doc, labels=("community", "kind"))
 
 
+# The bounds apply_batch.lua sorts first responses into (a test keeps the two equal).
+FIRST_RESPONSE_BOUNDS = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 604800)
+
+
 def first_response_buckets(fields: dict[str, str]) -> tuple[list[tuple[str, float]], float]:
-    """Cumulative Prometheus buckets and the sum from the Redis ``le:<bound>`` counters."""
+    """Cumulative Prometheus buckets and the sum from the Redis ``le:<bound>`` counters.
+
+    Every bound is exported, zeros included, so that ``rate()`` sees a bucket's first
+    response as an increase from 0.
+    """
     counts = {k.removeprefix("le:"): int(v) for k, v in fields.items() if k.startswith("le:")}
+    for limit in FIRST_RESPONSE_BOUNDS:
+        counts.setdefault(str(limit), 0)
     finite = sorted((float(b), n) for b, n in counts.items() if b != "+Inf")
     buckets: list[tuple[str, float]] = []
     running = 0

@@ -142,9 +142,25 @@ class BatchOutcome:
     published: int = 0
 
 
-def decode(record: Record, now: float, max_future_skew: float) -> Activity | DeadLetter:
+def decode(
+    record: Record, now: float, max_future_skew: float, max_bytes: int = 65536
+) -> Activity | DeadLetter:
     """One record to an :class:`Activity`, or the :class:`DeadLetter` that says why not."""
     value = record.value if record.value is not None else b""
+    if len(value) > max_bytes:
+        failure = InvalidActivity(
+            "oversized", f"the message is {len(value)} bytes; the limit is {max_bytes}"
+        )
+        return DeadLetter(
+            record.key,
+            value,
+            failure.reason,
+            failure.detail,
+            None,
+            record.topic,
+            record.partition,
+            record.offset,
+        )
     try:
         obj = orjson.loads(value)
     except orjson.JSONDecodeError:
@@ -199,7 +215,7 @@ class ActivityProcessor:
         skew = self._settings.max_future_skew
         m = self._metrics
         for record in records:
-            decoded = decode(record, now, skew)
+            decoded = decode(record, now, skew, self._settings.max_message_bytes)
             if isinstance(decoded, DeadLetter):
                 letters.append(decoded)
             else:
@@ -376,21 +392,20 @@ class ActivityProcessor:
     async def _retry(
         self, attempt: Callable[[], Awaitable[T]], errors: PromCounter, what: str
     ) -> T:
-        """Run ``attempt`` until it succeeds, backing off on connection-level failures.
+        """Run ``attempt`` until it succeeds, backing off on Redis and broker failures.
 
         The batch is not acknowledged while this waits, so Kafka offsets never move past
-        effects that are not in Redis and the DLQ.
+        effects that are not in Redis and the DLQ. Every Redis error is retried, not only
+        lost connections: out of memory, a read-only replica after a failover, a failed
+        disk (MISCONF) or refused credentials also mean "not applied", and skipping the
+        batch would lose it. A Redis error that persists stalls the worker, visibly (this
+        log line and the error counter), instead of dropping events.
         """
         delay = 0.1
         while True:
             try:
                 return await attempt()
-            except (
-                redis.exceptions.ConnectionError,
-                redis.exceptions.TimeoutError,
-                redis.exceptions.BusyLoadingError,
-                KafkaUnavailable,
-            ) as exc:
+            except (redis.exceptions.RedisError, KafkaUnavailable) as exc:
                 errors.inc()
                 log.warning(
                     "could not %s (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, delay

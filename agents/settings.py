@@ -8,11 +8,12 @@ cannot leak through logs, metrics or ``pulse config``.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
+from streams.activity import COMMUNITY_RE
 from streams.badges import Badge, CatalogError, default_catalog, load_catalog
 from streams.effects import Policy, Retention
 from streams.keys import PREFIX_RE
@@ -90,18 +91,96 @@ ENV: Final[dict[str, str]] = {
     "batch_size": "PULSE_BATCH_SIZE",
     "batch_within": "PULSE_BATCH_WITHIN_SECONDS",
     "max_future_skew": "PULSE_MAX_FUTURE_SKEW_SECONDS",
+    "max_message_bytes": "PULSE_MAX_MESSAGE_BYTES",
     "points": "PULSE_POINTS",
     "retention_day_days": "PULSE_RETENTION_DAY_DAYS",
     "retention_week_days": "PULSE_RETENTION_WEEK_DAYS",
     "retention_month_days": "PULSE_RETENTION_MONTH_DAYS",
     "retention_window_days": "PULSE_RETENTION_WINDOW_DAYS",
     "dedupe_ttl_days": "PULSE_DEDUPE_TTL_DAYS",
+    "github_webhook_secret": "PULSE_GITHUB_WEBHOOK_SECRET",
+    "discourse_webhook_secret": "PULSE_DISCOURSE_WEBHOOK_SECRET",
+    "ingest_bind": "PULSE_INGEST_BIND",
+    "ingest_port": "PULSE_INGEST_PORT",
+    "ingest_max_body_bytes": "PULSE_INGEST_MAX_BODY_BYTES",
+    "ingest_topics": "PULSE_INGEST_TOPICS",
+    "github_communities": "PULSE_GITHUB_COMMUNITIES",
+    "github_member_id": "PULSE_GITHUB_MEMBER_ID",
+    "github_releases": "PULSE_GITHUB_RELEASES",
+    "discord_communities": "PULSE_DISCORD_COMMUNITIES",
+    "discord_channels": "PULSE_DISCORD_CHANNELS",
+    "discourse_communities": "PULSE_DISCOURSE_COMMUNITIES",
 }
 
 SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 TOPIC_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def _ingest_values(
+    raw: Callable[[str], str | None], integer: Callable[[str, int, int], int | None]
+) -> dict[str, Any]:
+    """The webhook ingest and normalizer settings among the environment values."""
+    values: dict[str, Any] = {}
+    for name in ("github_webhook_secret", "discourse_webhook_secret"):
+        if (text := raw(name)) is not None:
+            values[name] = Secret(text)
+    if (text := raw("ingest_bind")) is not None:
+        values["ingest_bind"] = text
+    if (port := integer("ingest_port", 1, 65535)) is not None:
+        values["ingest_port"] = port
+    if (size := integer("ingest_max_body_bytes", 1024, 25 * 1024 * 1024)) is not None:
+        values["ingest_max_body_bytes"] = size
+    if (text := raw("github_member_id")) is not None:
+        values["github_member_id"] = text.lower()
+    if (text := raw("github_releases")) is not None:
+        flag = text.lower()
+        if flag not in ("1", "true", "yes", "0", "false", "no"):
+            raise ConfigError(f"{ENV['github_releases']} must be true or false, got {text!r}")
+        values["github_releases"] = flag in ("1", "true", "yes")
+
+    def community(value: str) -> bool:
+        return COMMUNITY_RE.fullmatch(value) is not None
+
+    for name in ("github_communities", "discord_communities", "discourse_communities"):
+        if (text := raw(name)) is not None:
+            values[name] = parse_mapping(name, text, community, "a community name")
+    if (text := raw("discord_channels")) is not None:
+        values["discord_channels"] = parse_mapping(
+            "discord_channels",
+            text,
+            lambda v: len(v) <= 128 and v.isprintable(),
+            "a channel name (printable, at most 128 characters)",
+        )
+    if (text := raw("ingest_topics")) is not None:
+        values["ingest_topics"] = parse_mapping(
+            "ingest_topics",
+            text,
+            lambda v: len(v) <= 249 and set(v) <= TOPIC_CHARS,
+            "a valid Kafka topic name",
+        )
+    return values
+
+
+# Platforms whose normalized events can be routed to their own input topic.
+INGEST_PLATFORMS: Final = ("github", "discord", "discourse", "pypi", "conference", "feedback")
+
+
+def parse_mapping(name: str, text: str, check: Callable[[str], bool], what: str) -> dict[str, str]:
+    """``key=value,key=value`` (keys folded to lower case) from the variable ``ENV[name]``."""
+    mapping: dict[str, str] = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        key, value = key.strip().lower(), value.strip()
+        if not sep or not key or not value:
+            raise ConfigError(f"{ENV[name]}: {item.strip()!r} is not key=value")
+        if not check(value):
+            raise ConfigError(f"{ENV[name]}: {value!r} is not {what}")
+        mapping[key] = value
+    return mapping
 
 
 @dataclass(frozen=True)
@@ -137,8 +216,21 @@ class Settings:
     batch_size: int = 500
     batch_within: float = 0.2
     max_future_skew: float = 300.0
+    max_message_bytes: int = 65536
     points: Mapping[str, int] = field(default_factory=scoring_table)
     retention: Retention = field(default_factory=Retention)
+    github_webhook_secret: Secret = field(default_factory=lambda: Secret(""))
+    discourse_webhook_secret: Secret = field(default_factory=lambda: Secret(""))
+    ingest_bind: str = "127.0.0.1"
+    ingest_port: int = 6067
+    ingest_max_body_bytes: int = 1_048_576
+    ingest_topics: Mapping[str, str] = field(default_factory=dict)
+    github_communities: Mapping[str, str] = field(default_factory=dict)
+    github_member_id: str = "login"
+    github_releases: bool = False
+    discord_communities: Mapping[str, str] = field(default_factory=dict)
+    discord_channels: Mapping[str, str] = field(default_factory=dict)
+    discourse_communities: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -207,6 +299,7 @@ class Settings:
             ("topic_partitions", 1, 1024),
             ("web_port", 1, 65535),
             ("batch_size", 1, 100_000),
+            ("max_message_bytes", 256, 10_000_000),
         ):
             if (parsed := integer(name, low, high)) is not None:
                 values[name] = parsed
@@ -271,6 +364,7 @@ class Settings:
                 ) from None
             except CatalogError as exc:
                 raise ConfigError(f"{ENV['badges_file']} {path}: {exc}") from None
+        values.update(_ingest_values(raw, integer))
         values.update(overrides)
         settings = cls(**values)
         settings.validate()
@@ -328,6 +422,20 @@ class Settings:
             raise ConfigError(f"{ENV['log_level']} must be one of {', '.join(LOG_LEVELS)}")
         if not self.app_id or not set(self.app_id) <= TOPIC_CHARS:
             raise ConfigError(f"{ENV['app_id']} must be letters, digits, '.', '_' or '-'")
+        for platform, topic in self.ingest_topics.items():
+            if platform not in INGEST_PLATFORMS:
+                raise ConfigError(
+                    f"{ENV['ingest_topics']}: unknown platform {platform!r} "
+                    f"(one of {', '.join(INGEST_PLATFORMS)})"
+                )
+            if topic == self.dlq_topic:
+                raise ConfigError(f"{ENV['ingest_topics']}: {platform} must not publish to the DLQ")
+        if self.github_member_id not in ("login", "id"):
+            raise ConfigError(f"{ENV['github_member_id']} must be login or id")
+
+    def ingest_topic(self, platform: str) -> str:
+        """The topic normalized events of ``platform`` go to (default: the first input)."""
+        return self.ingest_topics.get(platform, self.activity_topics[0])
 
     @property
     def policy(self) -> Policy:
@@ -373,7 +481,10 @@ class Settings:
             "log_level": self.log_level,
             "data_dir": self.data_dir,
             "batching": {"max_events": self.batch_size, "within_seconds": self.batch_within},
-            "validation": {"max_future_skew_seconds": self.max_future_skew},
+            "validation": {
+                "max_future_skew_seconds": self.max_future_skew,
+                "max_message_bytes": self.max_message_bytes,
+            },
             "scoring": {"points": dict(self.points)},
             "segments": {
                 **self.segments.public(),
@@ -400,5 +511,25 @@ class Settings:
                 "window_bucket_seconds": r.window_seconds,
                 "event_id_memory_seconds": r.dedupe_seconds,
                 "counted_from": "the end of the bucket's period",
+            },
+            "ingest": {
+                "bind": self.ingest_bind,
+                "port": self.ingest_port,
+                "max_body_bytes": self.ingest_max_body_bytes,
+                "topics": {p: self.ingest_topic(p) for p in INGEST_PLATFORMS},
+                "github": {
+                    "webhook_secret": MASK if self.github_webhook_secret else None,
+                    "communities": dict(self.github_communities),
+                    "member_id": self.github_member_id,
+                    "releases_as_packages": self.github_releases,
+                },
+                "discord": {
+                    "communities": dict(self.discord_communities),
+                    "channels": dict(self.discord_channels),
+                },
+                "discourse": {
+                    "webhook_secret": MASK if self.discourse_webhook_secret else None,
+                    "communities": dict(self.discourse_communities),
+                },
             },
         }

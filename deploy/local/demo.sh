@@ -78,14 +78,19 @@ fi
 
 sample="$LOCAL_DIR/demo/activity-$(date -u +%Y%m%dT%H%M%SZ).jsonl"
 mkdir -p "$(dirname "$sample")"
-before=$(metric_sum pulse_events_processed_total)
-"$PULSE" generate --count "$EVENTS" --seed "$(date +%s)" --members 300 --span-days 10 >"$sample"
-echo "demo: publishing $EVENTS events from $sample"
-"$PULSE" produce "$sample"
+# Applied or held back by moderation (the sample has chat floods and cross-posts).
+settled() { echo $(($(metric_sum pulse_events_processed_total) + $(metric_sum pulse_events_moderated_total))); }
+before=$(settled)
+"$PULSE" simulate --communities 3 --members 300 --days 10 --events "$EVENTS" --seed "$(date +%s)" --out "$sample"
+echo "demo: publishing the valid events of $sample (malformed lines are skipped; reasons in $sample.invalid)"
+published="$("$PULSE" produce --skip-invalid "$sample" 2>"$sample.invalid")" ||
+    { cat "$sample.invalid" >&2; echo "demo: publishing failed" >&2; exit 1; }
+echo "$published"
+EVENTS="$(awk '/^published/ {print $2}' <<<"$published")"
 
 want=$((before + EVENTS))
 for _ in $(seq 240); do
-    done_count=$(metric_sum pulse_events_processed_total)
+    done_count=$(settled)
     ((done_count >= want)) && break
     sleep 0.5
 done

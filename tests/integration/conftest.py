@@ -76,6 +76,8 @@ class Sandbox:
     activity_topic: str = ""
     dlq_topic: str = ""
     awards_topic: str = ""
+    segments_topic: str = ""
+    moderation_topic: str = ""
     prefix: str = ""
 
     data_dir: str = ""
@@ -85,6 +87,8 @@ class Sandbox:
         self.activity_topic = f"it.{self.name}.activity"
         self.dlq_topic = f"it.{self.name}.activity.dlq"
         self.awards_topic = f"it.{self.name}.badges.awarded"
+        self.segments_topic = f"it.{self.name}.members.segment-changed"
+        self.moderation_topic = f"it.{self.name}.moderation.flagged"
         self.prefix = f"it-{self.name}"
 
     @property
@@ -98,6 +102,8 @@ class Sandbox:
                 "PULSE_TOPIC_ACTIVITY": self.activity_topic,
                 "PULSE_TOPIC_DLQ": self.dlq_topic,
                 "PULSE_TOPIC_AWARDS": self.awards_topic,
+                "PULSE_TOPIC_SEGMENTS": self.segments_topic,
+                "PULSE_TOPIC_MODERATION": self.moderation_topic,
                 "PULSE_TOPIC_PARTITIONS": "4",
                 "PULSE_REDIS_KEY_PREFIX": self.prefix,
                 "PULSE_WEB_PORT": str(self.web_port),
@@ -231,7 +237,13 @@ class Worker:
 def sandbox(stack: Stack) -> Iterator[Sandbox]:
     box = Sandbox(stack, uuid.uuid4().hex[:10])
     admin = KafkaAdminClient(bootstrap_servers=stack.bootstrap)
-    topics = (box.activity_topic, box.dlq_topic, box.awards_topic)
+    topics = (
+        box.activity_topic,
+        box.dlq_topic,
+        box.awards_topic,
+        box.segments_topic,
+        box.moderation_topic,
+    )
     admin.create_topics([NewTopic(topic, 4, 1) for topic in topics])
     yield box
     try:

@@ -267,3 +267,16 @@ def test_awards_left_in_the_outbox_by_a_crash_are_published_on_start(
         ("event-crew", "alice", "2026-11-25T11:59:00.000Z")
     ]
     assert writer.pending_count() == 0
+
+
+def test_oversized_messages_are_dead_lettered(
+    parts: tuple[FakeWriter, FakeDeadLetters, PulseMetrics],
+    make_event: Callable[..., dict[str, Any]],
+) -> None:
+    _, letters, metrics = parts
+    big = orjson.dumps(make_event(attributes={"blob": "x" * 70_000}))
+    outcome = run(make(parts), [FakeRecord(big)])
+    assert outcome.invalid == 1
+    assert letters.letters[0].reason == "oversized"
+    assert letters.letters[0].value == big
+    assert sample(metrics, "pulse_events_invalid_total", reason="oversized") == 1
