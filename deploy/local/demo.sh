@@ -115,8 +115,16 @@ echo
 echo "== badges awarded in pycon-us (latest 8) =="
 "$PULSE" awards --community pycon-us --limit 100000 | tail -n 8
 echo
-echo "== pipeline metrics =="
-curl -fsS "$METRICS_URL" | grep -E '^pulse_(events_(invalid|duplicate|late)_total|processing_latency_seconds_count|badges_awarded_total)' | head -n 20 || true
+echo "== from $METRICS_URL (all communities) =="
+curl -fsS "$METRICS_URL" | awk '
+    /^#/ { next }
+    { name = $1; sub(/[{].*/, "", name); total[name] += $NF }
+    $1 ~ /^pulse_members[{]/ && $1 ~ /community="pycon-us"/ { split($1, a, "segment=\""); split(a[2], b, "\""); seg[b[1]] = $NF }
+    END {
+        n = split("pulse_events_processed_total pulse_events_moderated_total pulse_events_invalid_total pulse_events_duplicate_total pulse_badges_awarded_total pulse_moderation_flags_total pulse_segment_changes_total", names, " ")
+        for (i = 1; i <= n; i++) printf "  %-34s %d\n", names[i], total[names[i]]
+        printf "  pycon-us segments: beginner %d, intermediate %d, advanced %d\n", seg["beginner"], seg["intermediate"], seg["advanced"]
+    }' || true
 echo
 cat <<EOT
 The worker keeps running in the background:
