@@ -33,6 +33,7 @@ from streams.activity import SOURCE_RE, InvalidActivity, parse_activity
 from streams.simulation import Malformed, Scenario, community_names, simulate
 from streams.sources import conference, discord, discourse, feedback, github, pypi
 from streams.sources.normalized import (
+from agents.cli import BadLine
     Outcome,
     Skipped,
     Tally,
@@ -43,18 +44,8 @@ MAX_REPORTED = 50
 Message = tuple[bytes | None, bytes, list[tuple[str, bytes]]]
 
 
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """A record that could not be used, and where it was."""
-
-    line: int
-    reason: str
-    field: str | None
-    detail: str
-
-    def describe(self, path: str) -> str:
-        where = f" [{self.field}]" if self.field else ""
-        return f"{path}:{self.line}: {self.reason}{where}: {self.detail}"
+# A record that could not be used, and where it was: the same report as `pulse validate`.
+Problem = BadLine
 
 
 @dataclass
