@@ -26,14 +26,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
-from agents.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_SERVICE, EXIT_USAGE, CliError
+from agents.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_SERVICE, EXIT_USAGE, BadLine, CliError
 from agents.settings import Settings
 from streams import queries
 from streams.activity import SOURCE_RE, InvalidActivity, parse_activity
 from streams.simulation import Malformed, Scenario, community_names, simulate
 from streams.sources import conference, discord, discourse, feedback, github, pypi
 from streams.sources.normalized import (
-from agents.cli import BadLine
     Outcome,
     Skipped,
     Tally,
