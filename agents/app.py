@@ -46,17 +46,39 @@ def _credentials(settings: Settings) -> Any:
 
 
 class FaustDeadLetters:
-    """Dead-letter sink on a Faust topic: original key and bytes, reason in headers."""
+    """Dead-letter sink on a Faust topic: original key and bytes, reason in headers.
+
+    A key or value too big to be published again (the input topic may take a message
+    that, with the headers added, exceeds the producer's 1 MiB request limit) is cut to
+    ``MAX_VALUE``/``MAX_KEY`` bytes, its original length in ``pulse-truncated-value``
+    or ``pulse-truncated-key``. Retrying the full copy could never succeed and would
+    stall the worker on that one message.
+    """
+
+    MAX_VALUE = 256 * 1024
+    MAX_KEY = 1024
 
     def __init__(self, topic: Any) -> None:
         self._topic = topic
 
+    @classmethod
+    def fit(cls, letter: DeadLetter) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+        """The key, value and headers to publish for ``letter``."""
+        key, value, headers = letter.key, letter.value, letter.headers()
+        if key is not None and len(key) > cls.MAX_KEY:
+            headers.append(("pulse-truncated-key", str(len(key)).encode()))
+            key = key[: cls.MAX_KEY]
+        if len(value) > cls.MAX_VALUE:
+            headers.append(("pulse-truncated-value", str(len(value)).encode()))
+            value = value[: cls.MAX_VALUE]
+        return key, value, headers
+
     async def publish(self, letters: Sequence[DeadLetter]) -> None:
         try:
-            pending = [
-                await self._topic.send(key=letter.key, value=letter.value, headers=letter.headers())
-                for letter in letters
-            ]
+            pending = []
+            for letter in letters:
+                key, value, headers = self.fit(letter)
+                pending.append(await self._topic.send(key=key, value=value, headers=headers))
             await asyncio.gather(*pending)
         except Exception as exc:  # aiokafka raises many kinds; all mean "not stored"
             raise KafkaUnavailable(str(exc)) from exc

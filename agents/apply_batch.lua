@@ -10,6 +10,9 @@
 --
 -- ARGV[1] is the mode: 'apply' (a batch of events) or 'sweep' (segment downgrades: then
 -- ARGV[17] is the member-key prefix and ARGV[18..] the member ids to look at).
+-- All arguments arrive as ONE JSON array of strings (agents/store.py packs them): one
+-- bulk string is far cheaper for the client to encode and for Redis to parse than ~100.
+local ARGV = cjson.decode(ARGV[1])
 local mode = ARGV[1]
 local ttl = tonumber(ARGV[2])
 local awards, by_time, award_outbox, award_counts = ARGV[3], ARGV[4], ARGV[5], ARGV[6]

@@ -47,6 +47,11 @@ def connect_async(url: str) -> aioredis.Redis:
     )
 
 
+def packed(*parts: str | int) -> bytes:
+    """The Lua call's arguments as one JSON array of strings (see apply_batch.lua)."""
+    return orjson.dumps([p if isinstance(p, str) else str(p) for p in parts])
+
+
 class BatchWriter:
     """Applies :class:`CommunityPlan` s atomically and idempotently."""
 
@@ -72,7 +77,7 @@ class BatchWriter:
         assert self._sha is not None  # noqa: S101 - set by apply()
         async with self._client.pipeline(transaction=False) as pipe:
             for plan in plans:
-                pipe.evalsha(self._sha, 1, plan.layout.counts(), *plan.header, *plan.args)
+                pipe.evalsha(self._sha, 1, plan.layout.counts(), packed(*plan.header, *plan.args))
             results: list[Any] = await pipe.execute()
         return [
             Applied([int(c) for c in codes], list(awards), list(flags), list(segments))
@@ -93,7 +98,7 @@ class BatchWriter:
             for start in range(0, len(members), chunk):
                 ids = [m for m, _ in members[start : start + chunk]]
                 result = await self._client.evalsha(
-                    self._sha, 1, layout.counts(), *header, member_prefix, *ids
+                    self._sha, 1, layout.counts(), packed(*header, member_prefix, *ids)
                 )
                 changes.extend(result[3])
         return changes

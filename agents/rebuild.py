@@ -1,0 +1,482 @@
+"""``pulse rebuild``: recompute Redis state from the input topics.
+
+Two modes, both reading the input topics with a private consumer that joins no consumer
+group (the workers' committed offsets are never touched) up to the end offsets taken at
+the start, and applying every record through the worker's own pipeline
+(:class:`~agents.processor.ActivityProcessor` and :class:`~agents.store.BatchWriter`),
+in large batches:
+
+* ``--from-beginning`` (full rebuild): delete the chosen communities' keys, then replay
+  every record the topics still hold. For Redis data loss and for a scoring change. The
+  workers must be stopped first (a worker writing while keys are deleted could leave an
+  event half-counted); the command refuses while the consumer group has members.
+* without it (repair): keep the state and replay only the records appended in the last
+  ``--since`` hours. Events Redis still has are skipped by their ``seen`` markers; the
+  ones it lost (Redis restarted from an older AOF or snapshot, after the workers had
+  committed past them) are applied. Safe while workers run. The window must stay inside
+  ``PULSE_DEDUPE_TTL_DAYS``, the markers' lifetime.
+
+A rebuild never publishes a dead letter again (they are in the DLQ already), nor a
+moderation flag or segment change (history, not news). An award it records is
+published only when its ``award_id`` is not on the awards topic yet: one a worker
+announced before Redis lost it is not announced twice, one that only the rebuild
+finds (the events that complete it straddle the data loss, or a new catalog) is.
+Everything a rebuild records leaves the outboxes, so a worker does not announce it
+either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+import redis
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from agents.kafka_io import KafkaError, client_options, make_producer
+from agents.metrics import PulseMetrics
+from agents.processor import (
+    OUTBOXES,
+    ActivityProcessor,
+    DeadLetter,
+    KafkaUnavailable,
+    MessageSink,
+)
+from agents.settings import Settings
+from agents.store import BatchWriter, connect, connect_async
+from streams import queries
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH: Final = 5000
+DEFAULT_SINCE_HOURS: Final = 24.0
+# Records appended this close to the dedupe horizon are left out of a repair: their
+# seen markers may expire while the repair runs.
+HORIZON_MARGIN: Final = 3600.0
+DELETE_CHUNK: Final = 1000
+
+
+class RebuildError(Exception):
+    """The rebuild cannot run (workers active, bad window, unknown topic)."""
+
+
+@dataclass(slots=True)
+class Consumed:
+    """A Kafka record in the shape :class:`~agents.processor.Record` asks for."""
+
+    key: bytes | None
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float
+
+
+@dataclass(slots=True)
+class RebuildReport:
+    mode: str
+    communities: list[str] | None
+    deleted_keys: int = 0
+    partitions: int = 0
+    records_read: int = 0
+    records_selected: int = 0
+    applied: dict[str, int] = field(default_factory=dict)
+    duplicates: dict[str, int] = field(default_factory=dict)
+    late: dict[str, int] = field(default_factory=dict)
+    invalid: dict[str, int] = field(default_factory=dict)
+    awards_published: int = 0
+    awards_already_published: int = 0
+    seconds: float = 0.0
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "communities": self.communities if self.communities is not None else "all",
+            "deleted_keys": self.deleted_keys,
+            "partitions": self.partitions,
+            "records_read": self.records_read,
+            "records_selected": self.records_selected,
+            "applied": dict(sorted(self.applied.items())),
+            "duplicates": dict(sorted(self.duplicates.items())),
+            "late": dict(sorted(self.late.items())),
+            "invalid": dict(sorted(self.invalid.items())),
+            "awards_published": self.awards_published,
+            "awards_already_published": self.awards_already_published,
+            "seconds": round(self.seconds, 3),
+            "records_per_second": round(self.records_read / self.seconds) if self.seconds else 0,
+        }
+
+
+class CountedDeadLetters:
+    """Dead letters of a replay are already in the DLQ: count them, publish nothing."""
+
+    def __init__(self) -> None:
+        self.reasons: Counter[str] = Counter()
+
+    async def publish(self, letters: Sequence[DeadLetter]) -> None:
+        self.reasons.update(letter.reason for letter in letters)
+
+
+class Unannounced:
+    """Outputs recorded by a replay are not announced again."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def publish(self, messages: Sequence[dict[str, Any]]) -> None:
+        self.count += len(messages)
+
+
+def published_awards(settings: Settings) -> set[str]:
+    """The ``award_id`` of every award the awards topic holds."""
+    options = client_options(settings)
+    options["client_id"] = f"{settings.app_id}-rebuild"
+    consumer = KafkaConsumer(**options, group_id=None, enable_auto_commit=False)
+    try:
+        found = consumer.partitions_for_topic(settings.awards_topic) or set()
+        tps = [TopicPartition(settings.awards_topic, p) for p in sorted(found)]
+        if not tps:
+            return set()
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        ids: set[str] = set()
+        while any(consumer.position(tp) < end[tp] for tp in tps):
+            for records in consumer.poll(timeout_ms=1000).values():
+                for record in records:
+                    try:
+                        ids.add(str(orjson.loads(record.value)["award_id"]))
+                    except (orjson.JSONDecodeError, KeyError, TypeError):
+                        continue
+        return ids
+    finally:
+        consumer.close()
+
+
+class NewAwardsOnly:
+    """Publishes the awards whose ``award_id`` is not on the awards topic yet."""
+
+    def __init__(self, settings: Settings, already: set[str]) -> None:
+        self._settings = settings
+        self._already = already
+        self._producer: KafkaProducer | None = None
+        self.published = 0
+        self.skipped = 0
+
+    def _send(self, messages: Sequence[dict[str, Any]]) -> None:
+        if self._producer is None:
+            self._producer = make_producer(self._settings)
+        futures = [
+            self._producer.send(
+                self._settings.awards_topic, key=m["member_id"].encode(), value=orjson.dumps(m)
+            )
+            for m in messages
+        ]
+        self._producer.flush(timeout=60)
+        for future in futures:
+            future.get(timeout=30)
+
+    async def publish(self, messages: Sequence[dict[str, Any]]) -> None:
+        fresh = [m for m in messages if m["award_id"] not in self._already]
+        self.skipped += len(messages) - len(fresh)
+        if fresh:
+            try:
+                await asyncio.to_thread(self._send, fresh)
+            except KafkaError as exc:
+                raise KafkaUnavailable(str(exc)) from exc
+            self._already.update(m["award_id"] for m in fresh)
+            self.published += len(fresh)
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close()
+
+
+def active_workers(settings: Settings) -> int:
+    """Members of the workers' consumer group right now."""
+    admin = KafkaAdminClient(**client_options(settings), request_timeout_ms=15000)
+    try:
+        groups = admin.describe_groups([settings.app_id])
+    finally:
+        admin.close()
+    return len(groups.get(settings.app_id, {}).get("members") or [])
+
+
+def wipe(client: redis.Redis, prefix: str, communities: Sequence[str] | None) -> int:
+    """Delete every key of ``communities`` (all keys under ``prefix`` for ``None``)."""
+    patterns = (
+        [f"{prefix}:*"] if communities is None else [f"{prefix}:{{{c}}}:*" for c in communities]
+    )
+    deleted = 0
+    for pattern in patterns:
+        chunk: list[str] = []
+        for key in client.scan_iter(match=pattern, count=DELETE_CHUNK):
+            chunk.append(key)
+            if len(chunk) >= DELETE_CHUNK:
+                deleted += int(client.unlink(*chunk))
+                chunk.clear()
+        if chunk:
+            deleted += int(client.unlink(*chunk))
+    return deleted
+
+
+def _community_of(value: bytes | None) -> str | None:
+    try:
+        obj = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    community = obj.get("community") if isinstance(obj, dict) else None
+    return community if isinstance(community, str) else None
+
+
+class TopicReader:
+    """Reads assigned partitions from given offsets up to end offsets fixed at the start."""
+
+    def __init__(self, settings: Settings, batch_size: int) -> None:
+        options = client_options(settings)
+        options["client_id"] = f"{settings.app_id}-rebuild"
+        self._consumer = KafkaConsumer(
+            **options,
+            group_id=None,
+            enable_auto_commit=False,
+            max_poll_records=batch_size,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            request_timeout_ms=30000,
+        )
+        self.partitions: list[TopicPartition] = []
+        for topic in settings.activity_topics:
+            found = self._consumer.partitions_for_topic(topic)
+            if not found:
+                self._consumer.close()
+                raise RebuildError(f"input topic {topic!r} does not exist")
+            self.partitions += [TopicPartition(topic, p) for p in sorted(found)]
+        self._consumer.assign(self.partitions)
+        self._end: dict[TopicPartition, int] = {}
+        self._open: set[TopicPartition] = set()
+
+    def start(self, since: float | None) -> None:
+        """Fix the end offsets now; start at the beginning, or at records newer than
+        ``since`` (epoch seconds)."""
+        consumer = self._consumer
+        self._end = dict(consumer.end_offsets(self.partitions))
+        starts: dict[TopicPartition, int]
+        if since is None:
+            starts = dict(consumer.beginning_offsets(self.partitions))
+        else:
+            found = consumer.offsets_for_times({tp: int(since * 1000) for tp in self.partitions})
+            starts = {
+                tp: (self._end[tp] if hit is None else hit.offset) for tp, hit in found.items()
+            }
+        for tp in self.partitions:
+            consumer.seek(tp, min(starts[tp], self._end[tp]))
+        self._open = {tp for tp in self.partitions if starts[tp] < self._end[tp]}
+        consumer.pause(*(set(self.partitions) - self._open))
+
+    @property
+    def done(self) -> bool:
+        return not self._open
+
+    def poll(self) -> list[Consumed]:
+        """The next records before the end offsets (blocking; run it in a thread)."""
+        consumer = self._consumer
+        out: list[Consumed] = []
+        for tp, records in consumer.poll(timeout_ms=1000).items():
+            end = self._end[tp]
+            out.extend(
+                Consumed(r.key, r.value, r.topic, r.partition, r.offset, r.timestamp / 1000)
+                for r in records
+                if r.offset < end
+            )
+        for tp in list(self._open):
+            if consumer.position(tp) >= self._end[tp]:
+                self._open.discard(tp)
+                consumer.pause(tp)
+        return out
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+async def _replay(
+    settings: Settings,
+    reader: TopicReader,
+    selected: Callable[[Consumed], bool],
+    report: RebuildReport,
+    clock: Callable[[], float],
+    awards: NewAwardsOnly | None,
+) -> PulseMetrics:
+    metrics = PulseMetrics(CollectorRegistry())
+    letters = CountedDeadLetters()
+    quiet = Unannounced()
+    sinks: dict[str, MessageSink] = {kind.name: quiet for kind in OUTBOXES}
+    if awards is not None:
+        sinks["awards"] = awards
+    client = connect_async(settings.redis_url.reveal())
+    processor = ActivityProcessor(
+        settings,
+        BatchWriter(client, settings.redis_key_prefix),
+        letters,
+        metrics,
+        sinks,
+        clock=clock,
+    )
+    try:
+        # Fetch the next batch while Redis applies this one.
+        fetching = asyncio.create_task(asyncio.to_thread(reader.poll))
+        while True:
+            records = await fetching
+            finished = reader.done
+            if not finished:
+                fetching = asyncio.create_task(asyncio.to_thread(reader.poll))
+            report.records_read += len(records)
+            chosen = [r for r in records if selected(r)]
+            report.records_selected += len(chosen)
+            if chosen:
+                await processor.process(chosen)
+            if finished:
+                break
+    finally:
+        await client.aclose()
+    report.invalid = dict(letters.reasons)
+    return metrics
+
+
+def _per_community(metrics: PulseMetrics, name: str) -> dict[str, int]:
+    totals: Counter[str] = Counter()
+    for family in metrics.registry.collect():
+        for sample in family.samples:
+            if sample.name == f"pulse_{name}_total":
+                totals[sample.labels["community"]] += int(sample.value)
+    return dict(totals)
+
+
+def rebuild(
+    settings: Settings,
+    communities: Sequence[str] | None,
+    *,
+    from_beginning: bool,
+    since_hours: float = DEFAULT_SINCE_HOURS,
+    batch_size: int = DEFAULT_BATCH,
+    announce: bool = True,
+    clock: Callable[[], float] = time.time,
+) -> RebuildReport:
+    """Rebuild ``communities`` (``None``: all); see the module docstring for the modes.
+
+    ``announce=False`` publishes no award at all (a dry computation into another key
+    prefix, as the fault tests' reference does).
+    """
+    started = time.monotonic()
+    chosen = None if communities is None else sorted({queries.community(c) for c in communities})
+    report = RebuildReport("full" if from_beginning else "repair", chosen)
+    since: float | None = None
+    if not from_beginning:
+        horizon = settings.retention.dedupe_seconds - HORIZON_MARGIN
+        if not 0 < since_hours * 3600 <= horizon:
+            raise queries.BadQuery(
+                f"--since must be more than 0 and at most {horizon / 3600:g} hours "
+                "(the dedupe memory, PULSE_DEDUPE_TTL_DAYS, minus an hour); "
+                "use --from-beginning to rebuild everything"
+            )
+        since = clock() - since_hours * 3600
+    client = connect(settings.redis_url.reveal())
+    client.ping()  # fail now, with the CLI's Redis message, rather than retry forever
+    if from_beginning and (members := active_workers(settings)):
+        raise RebuildError(
+            f"{members} worker(s) are consuming in group {settings.app_id!r}; stop them "
+            "before a full rebuild (a repair, without --from-beginning, can run alongside)"
+        )
+    awards = NewAwardsOnly(settings, published_awards(settings)) if announce else None
+    reader = TopicReader(settings, batch_size)
+    try:
+        report.partitions = len(reader.partitions)
+        if from_beginning:
+            report.deleted_keys = wipe(client, settings.redis_key_prefix, chosen)
+        # End offsets are fixed after the wipe: everything written before it is replayed.
+        reader.start(since)
+        wanted = None if chosen is None else frozenset(chosen)
+
+        def selected(record: Consumed) -> bool:
+            return wanted is None or _community_of(record.value) in wanted
+
+        metrics = asyncio.run(_replay(settings, reader, selected, report, clock, awards))
+    finally:
+        reader.close()
+        client.close()
+        if awards is not None:
+            awards.close()
+    if awards is not None:
+        report.awards_published = awards.published
+        report.awards_already_published = awards.skipped
+    report.applied = _per_community(metrics, "events_processed")
+    report.duplicates = _per_community(metrics, "events_duplicate")
+    report.late = _per_community(metrics, "events_late")
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _print_report(report: RebuildReport) -> None:
+    body = report.public()
+    print(
+        f"rebuild ({body['mode']}) of {body['communities']}: read {body['records_read']} "
+        f"records from {body['partitions']} partitions in {body['seconds']}s "
+        f"({body['records_per_second']}/s), deleted {body['deleted_keys']} keys first"
+    )
+
+    def line(label: str, values: Mapping[str, int]) -> None:
+        text = ", ".join(f"{k}={v}" for k, v in sorted(values.items())) or "none"
+        print(f"  {label:<11}{text}")
+
+    line("applied", report.applied)
+    line("duplicates", report.duplicates)
+    line("late", report.late)
+    line("invalid", report.invalid)
+    print(
+        f"  awards     {report.awards_published} published, "
+        f"{report.awards_already_published} already published before"
+    )
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """The ``pulse rebuild`` command."""
+    from agents.cli import EXIT_OK, EXIT_SERVICE, EXIT_USAGE, CliError
+
+    # kafka-python logs its whole configuration, SASL password included, at DEBUG.
+    logging.getLogger("kafka").setLevel(max(logging.INFO, logging.getLogger().level))
+    communities: Iterable[str] | None = None if args.all else args.community
+    try:
+        since = float(args.since)
+    except ValueError:
+        raise CliError(
+            f"--since must be a number of hours, got {args.since!r}", EXIT_USAGE
+        ) from None
+    if not 1 <= args.batch_size <= 100_000:
+        raise CliError("--batch-size must be between 1 and 100000", EXIT_USAGE)
+    try:
+        report = rebuild(
+            settings,
+            None if communities is None else list(communities),
+            from_beginning=args.from_beginning,
+            since_hours=since,
+            batch_size=args.batch_size,
+        )
+    except RebuildError as exc:
+        raise CliError(str(exc), EXIT_SERVICE) from None
+    except KafkaError as exc:
+        raise CliError(
+            f"Kafka at {','.join(settings.kafka_bootstrap_servers)}: {exc}", EXIT_SERVICE
+        ) from None
+    if args.json:
+        import sys
+
+        sys.stdout.buffer.write(orjson.dumps(report.public(), option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        _print_report(report)
+    return EXIT_OK

@@ -1,0 +1,1 @@
+"""Peer implementations of the scoring + leaderboard job, measured beside ours (S3)."""

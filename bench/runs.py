@@ -1,0 +1,226 @@
+"""S1, S2 and S3: one implementation over the pre-loaded topic, from first to last event.
+
+Each run gets a fresh consumer group and Redis key prefix, so it reads the topic from
+the beginning. Throughput counts from the first effect visible in Redis to the last
+one (polled every 50 ms): the ``counts`` hashes for community-pulse, a per-run counter
+written in the same transaction as the leaderboards for the peers. Every run is then
+checked against the generated input; a wrong total stops the benchmark.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.request import urlopen
+
+from bench import procs
+from bench.peers.job import done_key
+from bench.stack import Names, Stack, counter, counts_total, delete_prefix, redis_cpu, verify
+from bench.workload import Expected
+
+
+@dataclass
+class Context:
+    stack: Stack
+    names: Names
+    log_dir: Path
+    batch_size: int
+    worker_env: dict[str, str] = field(default_factory=dict)
+    timeout: float = 900.0
+
+
+def _metric_sums(text: str, name: str) -> tuple[float, float]:
+    """(sum, count) of a histogram in Prometheus text."""
+    total = count = 0.0
+    for line in text.splitlines():
+        if line.startswith(f"{name}_sum"):
+            total += float(line.rpartition(" ")[2])
+        elif line.startswith(f"{name}_count"):
+            count += float(line.rpartition(" ")[2])
+    return total, count
+
+
+def scrape(port: int) -> str:
+    try:
+        with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:  # noqa: S310
+            return str(response.read().decode())
+    except OSError:
+        return ""
+
+
+def _batch_stats(texts: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, key in (
+        ("pulse_batch_size", "mean_batch_records"),
+        ("pulse_batch_duration_seconds", "mean_batch_ms"),
+    ):
+        total = count = 0.0
+        for text in texts:
+            s, c = _metric_sums(text, name)
+            total, count = total + s, count + c
+        if count:
+            value = total / count
+            out[key] = round(value * 1000, 2) if key.endswith("_ms") else round(value, 1)
+    return out
+
+
+def run_ours(
+    ctx: Context,
+    scenario: str,
+    topic: str,
+    expected: Expected,
+    workers: int = 1,
+    extra_env: Mapping[str, str] | None = None,
+    profile_out: Path | None = None,
+    keep_keys: bool = False,
+) -> dict[str, Any]:
+    """community-pulse workers (one Faust worker process each) on ``topic``."""
+    prefix = ctx.names.prefix(scenario)
+    redis = ctx.stack.redis()
+    env_extra = {**ctx.worker_env, **(extra_env or {})}
+    started: list[procs.Proc] = []
+    ports: list[int] = []
+    try:
+        for i in range(workers):
+            port = procs.free_port()
+            ports.append(port)
+            env = procs.worker_env(ctx.stack, ctx.names, scenario, topic, port, env_extra)
+            argv = ["-m", "agents", "worker"]
+            wrapper: list[str] = []
+            if profile_out is not None:
+                spy = pyspy()
+                if spy:
+                    wrapper = [spy, "record", "--rate", "200", "--function", "--full-filenames"]
+                    wrapper += ["--format", "raw", "-o", str(profile_out), "--"]
+                else:
+                    argv = ["-m", "bench.profile_worker", str(profile_out)]
+            name = f"{scenario}-w{i}"
+            started.append(procs.start(name, argv, env, ctx.log_dir, wrapper))
+        communities = list(expected.points)
+        progress = procs.wait_progress(
+            lambda: counts_total(redis, prefix, communities),
+            expected.events,
+            started,
+            ctx.timeout,
+            scenario,
+            launched=started[0].started,
+            meters=[
+                *(p.cpu_seconds for p in started),
+                lambda: redis_cpu(redis),
+                procs.kafka_broker_cpu,
+                procs.machine_busy_seconds,
+            ],
+        )
+        texts = [scrape(port) for port in ports]
+        memory = [p.status() for p in started]
+    finally:
+        for proc in started:
+            # Under py-spy: stop the worker (its child); py-spy then writes the profile.
+            children = proc.children() if profile_out is not None else []
+            for child in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGTERM)
+            if children:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.popen.wait(60)
+            proc.stop(grace=60)
+    result = progress.summary()
+    busy = progress.busy()
+    result["worker_cpu_cores"] = busy[:-3]
+    result["redis_cpu_cores"] = busy[-3]
+    result["kafka_cpu_cores"] = busy[-2]
+    result["machine_busy_cores"] = busy[-1]
+    result["workers"] = workers
+    result["worker_rss_mb"] = [round(m.get("VmRSS", 0) / 2**20, 1) for m in memory]
+    result["worker_peak_rss_mb"] = [round(m.get("VmHWM", 0) / 2**20, 1) for m in memory]
+    result.update(_batch_stats(texts))
+    result["verified"] = verify(redis, prefix, expected, scenario)
+    if not keep_keys:
+        delete_prefix(redis, prefix)
+    return result
+
+
+def run_peer(ctx: Context, peer: str, topic: str, expected: Expected, tag: str) -> dict[str, Any]:
+    """A peer job (``quix`` or ``faust_naive``) on ``topic``."""
+    scenario = f"{peer.split('_')[0][:5]}{tag}"
+    prefix = ctx.names.prefix(scenario)
+    state_dir = Path("/tmp") / f"{ctx.names.base}-{scenario}-state"  # noqa: S108
+    redis = ctx.stack.redis()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
+    env.update(
+        {
+            "BENCH_BOOTSTRAP": ctx.stack.bootstrap,
+            "BENCH_REDIS_URL": ctx.stack.redis_url,
+            "BENCH_TOPIC": topic,
+            "BENCH_GROUP": ctx.names.group(scenario),
+            "BENCH_PREFIX": prefix,
+            "BENCH_STATE_DIR": str(state_dir),
+            "BENCH_COMMIT_INTERVAL": "1.0",
+        }
+    )
+    module = {"quix": "bench.peers.quix_job", "faust_naive": "bench.peers.faust_naive"}[peer]
+    proc = procs.start(scenario, ["-m", module], env, ctx.log_dir)
+    try:
+        progress = procs.wait_progress(
+            lambda: counter(redis, done_key(prefix)),
+            expected.events,
+            [proc],
+            ctx.timeout,
+            scenario,
+            launched=proc.started,
+            meters=[
+                proc.cpu_seconds,
+                lambda: redis_cpu(redis),
+                procs.kafka_broker_cpu,
+                procs.machine_busy_seconds,
+            ],
+        )
+        memory = proc.status()
+    finally:
+        proc.stop()
+        shutil.rmtree(state_dir, ignore_errors=True)
+    result = progress.summary()
+    busy = progress.busy()
+    result["worker_cpu_cores"] = busy[:1]
+    result["redis_cpu_cores"] = busy[1]
+    result["kafka_cpu_cores"] = busy[2]
+    result["machine_busy_cores"] = busy[3]
+    result["worker_peak_rss_mb"] = [round(memory.get("VmHWM", 0) / 2**20, 1)]
+    result["verified"] = verify(redis, prefix, expected, peer, counts=False)
+    delete_prefix(redis, prefix)
+    return result
+
+
+def pyspy() -> str | None:
+    """The py-spy executable next to this interpreter, if it can trace a child here."""
+    path = Path(sys.executable).with_name("py-spy")
+    if not path.exists():
+        return None
+    check = subprocess.run(  # noqa: S603
+        [
+            str(path),
+            "record",
+            "-d",
+            "1",
+            "-o",
+            os.devnull,
+            "-f",
+            "raw",
+            "--",
+            sys.executable,
+            "-c",
+            "import time; time.sleep(1.5)",
+        ],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    return str(path) if check.returncode == 0 else None

@@ -1,0 +1,327 @@
+"""The benchmark's private slice of the shared local stack, and how it is cleaned up.
+
+Every name a run creates carries ``bench-<run id>``: topics ``bench-<id>.<what>``,
+consumer groups and Redis key prefixes ``bench-<id>-<what>``. At the end the run deletes
+exactly those topics, groups and keys (never anything else; never FLUSHALL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from bench.workload import Expected
+from streams.keys import KeyLayout
+
+PARTITIONS = 12
+
+
+class BenchError(Exception):
+    """The benchmark cannot go on, or a result is wrong. Printed loudly, exit code 1."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stack:
+    bootstrap: str
+    redis_url: str
+
+    @classmethod
+    def from_env(cls) -> Stack:
+        bootstrap = os.environ.get("PULSE_KAFKA_BOOTSTRAP_SERVERS")
+        url = os.environ.get("PULSE_REDIS_URL")
+        if not bootstrap or not url:
+            raise BenchError(
+                "PULSE_KAFKA_BOOTSTRAP_SERVERS / PULSE_REDIS_URL are not set: run through "
+                "`bash bench/run.sh`, which reads them from deploy/local/stack.sh env"
+            )
+        return cls(bootstrap, url)
+
+    def redis(self, decode: bool = True) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_url, decode_responses=decode, socket_timeout=60)
+
+    def admin(self) -> AdminClient:
+        return AdminClient({"bootstrap.servers": self.bootstrap})
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    """Names of one benchmark run."""
+
+    run_id: str
+
+    @classmethod
+    def new(cls) -> Names:
+        return cls(secrets.token_hex(3))
+
+    @property
+    def base(self) -> str:
+        return f"bench-{self.run_id}"
+
+    def topic(self, what: str) -> str:
+        return f"{self.base}.{what}"
+
+    def group(self, what: str) -> str:
+        return f"{self.base}-{what}"
+
+    def prefix(self, what: str) -> str:
+        prefix = f"{self.base}-{what}"
+        if len(prefix) > 32:
+            raise BenchError(f"key prefix {prefix!r} is longer than 32 characters")
+        return prefix
+
+
+# --- Kafka ----------------------------------------------------------------------------
+
+
+def create_topic(stack: Stack, name: str, partitions: int = PARTITIONS) -> None:
+    admin = stack.admin()
+    futures = admin.create_topics([NewTopic(name, partitions, 1)], request_timeout=30)
+    for future in futures.values():
+        future.result(timeout=60)
+    # Wait until the metadata shows every partition with a leader.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        meta = admin.list_topics(name, timeout=10).topics.get(name)
+        ready = meta is not None and meta.error is None and len(meta.partitions) == partitions
+        if ready and all(p.leader >= 0 for p in meta.partitions.values()):
+            return
+        time.sleep(0.2)
+    raise BenchError(f"topic {name} did not get leaders for {partitions} partitions")
+
+
+def preload(stack: Stack, topic: str, messages: Iterable[tuple[bytes, bytes]]) -> float:
+    """Produce every message (acks=all) and return the seconds it took."""
+    producer = Producer(
+        {
+            "bootstrap.servers": stack.bootstrap,
+            "acks": "all",
+            "linger.ms": 20,
+            "batch.size": 1_000_000,
+            "queue.buffering.max.messages": 2_000_000,
+            "queue.buffering.max.kbytes": 1_048_576,
+            "enable.idempotence": True,
+        }
+    )
+    errors: list[str] = []
+
+    def report(err: Any, _msg: Any) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    started = time.monotonic()
+    for key, value in messages:
+        while True:
+            try:
+                producer.produce(topic, value, key, on_delivery=report)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    if producer.flush(120) != 0:
+        raise BenchError(f"preloading {topic}: messages still unsent after 120 s")
+    if errors:
+        raise BenchError(f"preloading {topic}: {len(errors)} failed, e.g. {errors[0]}")
+    return time.monotonic() - started
+
+
+def delete_run_topics_and_groups(stack: Stack, names: Names) -> tuple[list[str], list[str]]:
+    """Delete every topic and consumer group whose name carries this run's id."""
+    admin = stack.admin()
+    topics = [t for t in admin.list_topics(timeout=15).topics if names.base in t]
+    if topics:
+        for future in admin.delete_topics(topics, request_timeout=30).values():
+            with contextlib.suppress(KafkaException):  # already gone
+                future.result(timeout=60)
+    groups: list[str] = []
+    try:
+        listed = admin.list_consumer_groups(request_timeout=15).result(timeout=30)
+        groups = [g.group_id for g in listed.valid if names.base in g.group_id]
+        if groups:
+            for future in admin.delete_consumer_groups(groups, request_timeout=30).values():
+                # Fails when the group still has members or is gone already.
+                with contextlib.suppress(KafkaException):
+                    future.result(timeout=60)
+    except KafkaException:
+        pass
+    return topics, groups
+
+
+# --- Redis ----------------------------------------------------------------------------
+
+
+def scan_keys(client: redis.Redis, prefix: str) -> Iterable[str]:
+    """Every key of ``prefix`` (the prefix has no glob characters: see KeyLayout)."""
+    yield from client.scan_iter(match=f"{prefix}:*", count=5000)
+
+
+def delete_prefix(client: redis.Redis, prefix: str) -> int:
+    deleted = 0
+    batch: list[str] = []
+    for key in scan_keys(client, prefix):
+        batch.append(key)
+        if len(batch) >= 5000:
+            deleted += int(client.unlink(*batch))
+            batch.clear()
+    if batch:
+        deleted += int(client.unlink(*batch))
+    return deleted
+
+
+def counts_total(client: redis.Redis, prefix: str, communities: Iterable[str]) -> int:
+    """Events applied so far, from the documented per-community ``counts`` hashes."""
+    pipe = client.pipeline(transaction=False)
+    for community in communities:
+        pipe.hvals(KeyLayout(prefix, community).counts())
+    return sum(int(v) for values in pipe.execute() for v in values)
+
+
+def counter(client: redis.Redis, key: str) -> int:
+    value = client.get(key)
+    return int(value) if value is not None else 0
+
+
+def all_time_board(client: redis.Redis, prefix: str, community: str) -> dict[str, int]:
+    key = KeyLayout(prefix, community).leaderboard("all", "all")
+    rows: Any = client.zrange(key, 0, -1, withscores=True)
+    return {str(m): -int(s) for m, s in rows}
+
+
+def verify(
+    client: redis.Redis,
+    prefix: str,
+    expected: Expected,
+    what: str,
+    counts: bool = True,
+) -> dict[str, Any]:
+    """Compare all-time per-community totals per member (and event counts) with the input.
+
+    Raises :class:`BenchError` naming the first differences.
+    """
+    problems: list[str] = []
+    checked = 0
+    for community, board in expected.points.items():
+        got = all_time_board(client, prefix, community)
+        want = {m: p for m, p in board.items() if p != 0}
+        checked += len(want)
+        if got != want:
+            diff = [m for m in sorted(set(got) | set(want)) if got.get(m) != want.get(m)]
+            problems.append(
+                f"{community}: {len(diff)} members differ, e.g. "
+                + ", ".join(f"{m} got {got.get(m)} want {want.get(m)}" for m in diff[:3])
+            )
+        if counts:
+            raw = client.hgetall(KeyLayout(prefix, community).counts())
+            got_counts = {k: int(v) for k, v in raw.items()}
+            if got_counts != dict(expected.counts[community]):
+                problems.append(
+                    f"{community}: counts {got_counts} != {dict(expected.counts[community])}"
+                )
+    if problems:
+        raise BenchError(f"{what}: WRONG RESULTS ({prefix}): " + "; ".join(problems))
+    return {"ok": True, "members_checked": checked}
+
+
+def _category(key: str) -> str:
+    """The kind of a key, from the documented layout ``prefix:{community}:<kind>:...``."""
+    _, tag, rest = key.partition("}:")
+    if not tag:
+        return "other"
+    parts = rest.split(":")
+    kind = parts[0]
+    if kind == "member":
+        sub = parts[2] if len(parts) > 2 else ""
+        if sub in ("", "days"):
+            return "member profile"
+        if sub in ("bc", "bd", "badges"):
+            return "badges"
+        if sub == "d30":
+            return "segments"
+        return f"member:{sub}"
+    if kind in ("lb", "win", "seen", "counts"):
+        return {"lb": "leaderboards", "win": "windows"}.get(kind, kind)
+    if kind.startswith(("award", "badge")):
+        return "badges"
+    if kind.startswith(("seg", "members")):
+        return "segments"
+    if kind.startswith(("mod", "flag", "burst")):
+        return "moderation"
+    return kind
+
+
+def memory_by_category(
+    client: redis.Redis, prefix: str, max_exact: int = 400_000
+) -> dict[str, Any]:
+    """Bytes (MEMORY USAGE) of the prefix's keys, by kind of key.
+
+    Beyond ``max_exact`` keys, one key in ``n`` is measured and the sums are scaled by
+    the exact key counts of each kind.
+    """
+    keys = list(scan_keys(client, prefix))
+    step = max(1, -(-len(keys) // max_exact))
+    count: Counter[str] = Counter()
+    sampled: Counter[str] = Counter()
+    measured: dict[str, int] = defaultdict(int)
+    for key in keys:
+        count[_category(key)] += 1
+    sample = keys[::step]
+    for start in range(0, len(sample), 5000):
+        chunk = sample[start : start + 5000]
+        pipe = client.pipeline(transaction=False)
+        for key in chunk:
+            pipe.memory_usage(key, samples=5)
+        for key, used in zip(chunk, pipe.execute(), strict=True):
+            kind = _category(key)
+            sampled[kind] += 1
+            measured[kind] += int(used or 0)
+    result: dict[str, Any] = {"keys": len(keys), "sampled_one_in": step, "by_kind": {}}
+    total = 0
+    for kind in sorted(count):
+        scaled = int(measured[kind] * count[kind] / max(1, sampled[kind]))
+        total += scaled
+        result["by_kind"][kind] = {"keys": count[kind], "bytes": scaled}
+    result["bytes"] = total
+    return result
+
+
+def used_memory(client: redis.Redis) -> int:
+    return int(client.info("memory")["used_memory"])
+
+
+def command_stats(client: redis.Redis) -> dict[str, tuple[int, int]]:
+    """Per command: (calls, microseconds) since the server started (scripts' calls included)."""
+    stats = client.info("commandstats")
+    return {
+        name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"]))
+        for name, v in stats.items()
+    }
+
+
+def command_delta(
+    before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], events: int
+) -> dict[str, dict[str, float]]:
+    """Calls and microseconds per event of each command between two snapshots."""
+    out: dict[str, dict[str, float]] = {}
+    for name, (calls, usec) in after.items():
+        c0, u0 = before.get(name, (0, 0))
+        if calls - c0 > 0:
+            out[name] = {
+                "calls_per_event": round((calls - c0) / events, 2),
+                "us_per_event": round((usec - u0) / events, 2),
+            }
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["us_per_event"]))
+
+
+def redis_cpu(client: redis.Redis) -> float:
+    """Seconds of CPU the Redis server has used (all of it: the stack is shared)."""
+    info: Mapping[str, Any] = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
