@@ -9,8 +9,8 @@ marker did not exist, so a redelivered ``event_id`` changes nothing.
 Arguments of one community's call: the community header (:data:`COMMUNITY_HEADER`
 values, see :func:`community_header`), then, in ``apply`` mode, per event a header of
 :data:`HEADER` values ``seen-key, op count, check count, gate count, badges-key,
-member_id, event_id, occurred_at ms, member-key, score-days-key ("" when the event is too old to move the
-30-day score)``, then the gates, the ops and the award checks.
+member_id, event_id, occurred_at ms, member-key, score-days-key ("" when the event is
+too old to move the 30-day score)``, then the gates, the ops and the award checks.
 
 - A gate (moderation rule) is ``rule, window-key, window ms, limit, channel,
   open-flag-key, flag_id, burst-key``. If any gate is over its limit the event is
