@@ -196,14 +196,22 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
 
 
 class _SaslRefusals(logging.Handler):
-    """Notices kafka-python logging a refused SASL login (it retries, then times out)."""
+    """Notices kafka-python logging a refused SASL login (it retries, then times out).
+
+    A broker answers a wrong password with an error response or, as often, by closing
+    the connection in the middle of the exchange; kafka-python then only logs "socket
+    disconnected". Both are remembered so the caller can say what most likely happened.
+    """
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.refused = False
+        self.dropped = False
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.refused = self.refused or "SaslAuthenticationFailed" in record.getMessage()
+        message = record.getMessage()
+        self.refused = self.refused or "SaslAuthenticationFailed" in message
+        self.dropped = self.dropped or "socket disconnected" in message
 
 
 def _check_kafka(settings: Settings) -> None:
@@ -213,6 +221,10 @@ def _check_kafka(settings: Settings) -> None:
     from agents.kafka_io import KafkaError, client_options
 
     where = ",".join(settings.kafka_bootstrap_servers)
+    check = (
+        "check PULSE_KAFKA_SASL_USERNAME, PULSE_KAFKA_SASL_PASSWORD and "
+        "PULSE_KAFKA_SASL_MECHANISM"
+    )
     refusals = _SaslRefusals()
     logger = logging.getLogger("kafka")
     logger.addHandler(refusals)
@@ -221,9 +233,12 @@ def _check_kafka(settings: Settings) -> None:
     except KafkaError as exc:
         if refusals.refused:
             raise CliError(
-                f"Kafka at {where} refused the SASL credentials (check "
-                "PULSE_KAFKA_SASL_USERNAME, PULSE_KAFKA_SASL_PASSWORD and "
-                "PULSE_KAFKA_SASL_MECHANISM)",
+                f"Kafka at {where} refused the SASL credentials ({check})", EXIT_SERVICE
+            ) from None
+        if refusals.dropped and settings.kafka_security_protocol.startswith("SASL_"):
+            raise CliError(
+                f"Kafka at {where} refused the SASL credentials ({check}): it closed "
+                "every connection during the login",
                 EXIT_SERVICE,
             ) from None
         raise CliError(f"Kafka at {where}: {exc}", EXIT_SERVICE) from None

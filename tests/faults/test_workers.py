@@ -1,0 +1,98 @@
+"""Worker faults: SIGKILL at random points, scaling out and in, graceful SIGTERM.
+
+Each test streams generated activity (with invalid messages and redelivered copies)
+while workers die, join and leave, then checks the guarantees (tests/faults/guarantees.py).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+from streams.keys import KeyLayout
+from tests.faults.conftest import Lab, make_stream, metric_value, wait_for
+from tests.faults.guarantees import check_guarantees
+
+
+def test_sigkill_at_random_points_loses_and_doubles_nothing(lab: Lab) -> None:
+    seed = random.randrange(1_000_000)
+    print(f"kill schedule seed {seed}")
+    rng = random.Random(seed)
+    worker = lab.start_worker()
+    feed = lab.feed(make_stream(6000, seed=seed, now=time.time()), seconds=20)
+    kills = 0
+    while kills < 4:
+        # Somewhere in the first seconds of a worker's life: while it starts consuming,
+        # mid-batch, or while it catches up after the previous kill.
+        time.sleep(rng.uniform(0.5, 3.0))
+        worker.kill()
+        kills += 1
+        worker = lab.start_worker()
+    feed.join()
+    verdict = check_guarantees(lab)
+    print(verdict)
+    assert verdict.events > 5000
+
+
+def test_scaling_from_one_to_three_workers_and_back_equals_one_clean_pass(lab: Lab) -> None:
+    first = lab.start_worker()
+    feed = lab.feed(make_stream(6000, seed=7, now=time.time()), seconds=24)
+    wait_for(lambda: feed.progress > 0.15, 30, "the feed to start")
+    second = lab.start_worker()
+    wait_for(lambda: feed.progress > 0.35, 30, "more events")
+    third = lab.start_worker()
+    wait_for(lambda: feed.progress > 0.6, 30, "more events")
+    # Each worker had partitions and applied events: the group really rebalanced.
+    for worker in (first, second, third):
+        wait_for(
+            lambda w=worker: metric_value(w.metrics(), "pulse_events_processed_total") > 0,
+            30,
+            f"worker {worker.index} to apply events",
+        )
+    code, seconds = third.terminate()
+    assert code == 0, third.log()[-3000:]
+    wait_for(lambda: feed.progress > 0.8, 30, "more events")
+    code, seconds = second.terminate()
+    assert code == 0, second.log()[-3000:]
+    feed.join()
+    verdict = check_guarantees(lab)  # equal to a single clean pass over the same input
+    print(verdict)
+    assert first.alive()
+
+
+def test_sigterm_flushes_the_batch_in_flight_and_commits_what_it_applied(lab: Lab) -> None:
+    worker = lab.start_worker()
+    feed = lab.feed(make_stream(4000, seed=3, now=time.time()), seconds=10)
+    wait_for(lambda: feed.progress > 0.5, 30, "the worker to be busy")
+    code, seconds = worker.terminate()
+    assert code == 0, worker.log()[-3000:]
+    assert seconds < 15
+    feed.join()
+    # Every first copy of an event below the committed offset is applied, and none at
+    # or above it is: in-flight work was finished and committed, none was abandoned.
+    committed = lab.committed()
+    client = lab.redis()
+    first_copies: dict[tuple[str, str], tuple[int, int]] = {}
+    for sent in lab.sent:
+        event = sent.message.event
+        if event is not None:
+            first_copies.setdefault(
+                (event["community"], event["event_id"]), (sent.partition, sent.offset)
+            )
+    pipe = client.pipeline(transaction=False)
+    for community, event_id in first_copies:
+        pipe.exists(KeyLayout(lab.prefix, community).seen(event_id))
+    applied = dict(zip(first_copies, pipe.execute(), strict=True))
+    below = above = 0
+    for identity, (partition, offset) in first_copies.items():
+        tp = next(tp for tp in committed if tp.partition == partition)
+        if offset < committed[tp]:
+            below += 1
+            assert applied[identity], f"{identity} is below the committed offset, not applied"
+        else:
+            above += 1
+            assert not applied[identity], f"{identity} was applied but not committed"
+    print(f"at SIGTERM: {below} events applied and committed, {above} left for later")
+    assert below > 0
+    lab.start_worker()
+    check_guarantees(lab)
