@@ -222,8 +222,7 @@ def _check_kafka(settings: Settings) -> None:
 
     where = ",".join(settings.kafka_bootstrap_servers)
     check = (
-        "check PULSE_KAFKA_SASL_USERNAME, PULSE_KAFKA_SASL_PASSWORD and "
-        "PULSE_KAFKA_SASL_MECHANISM"
+        "check PULSE_KAFKA_SASL_USERNAME, PULSE_KAFKA_SASL_PASSWORD and PULSE_KAFKA_SASL_MECHANISM"
     )
     refusals = _SaslRefusals()
     logger = logging.getLogger("kafka")
