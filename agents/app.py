@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from agents import web
 from agents.health import CommunityHealthCollector
 from agents.metrics import PulseMetrics
-from agents.processor import ActivityProcessor, DeadLetter, KafkaUnavailable
+from agents.processor import ActivityProcessor, DeadLetter, KafkaUnavailable, PreparedBatch
 from agents.settings import Settings
 from agents.store import BatchWriter, Reader, connect, connect_async
 
@@ -119,6 +119,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         producer_acks=-1,
         web_enabled=True,
         loghandlers=[],
+        # Faust would otherwise read unprefixed variables (WEB_BIND, WEB_PORT,
+        # BROKER_URL, ...) from the environment and let them override PULSE_*: a stray
+        # WEB_BIND=0.0.0.0 would expose the API. Settings come from PULSE_* only.
+        env={},
     )
     metrics = PulseMetrics(registry if registry is not None else CollectorRegistry())
     activity_topic = app.topic(
@@ -146,47 +150,89 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         recovered = await processor.drain_outboxes()
         if recovered:
             log.info("published %d message(s) left in outboxes by a previous run", recovered)
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
-            messages = [event.message for event in events]
-            # take_events acks the batch in a `finally`, also when this body is left by an
-            # exception or a cancellation (a shutdown that does not wait for streams), and
-            # the consumer then commits those offsets. An extra reference on each message,
-            # dropped only once the batch is applied, keeps that ack from completing for
-            # an unapplied batch: its offsets are never committed and it is redelivered.
-            for message in messages:
-                message.incref()
-            delay = 0.5
-            while True:
-                try:
-                    outcome = await processor.process(messages)
-                    break
-                except Exception:
-                    # Redis and broker outages are retried inside process(); anything else
-                    # (a bug, an unexpected error) must not skip the batch either: keep it,
-                    # say so loudly, and try again.
-                    log.exception("batch of %d failed; retrying in %.1fs", len(messages), delay)
-                    await asyncio.sleep(delay)
-                    delay = min(30.0, delay * 2)
-            for message in messages:
-                message.decref()
-            log.debug("batch of %d: %s", len(events), outcome)
+        # One batch is applied while the next one is taken and prepared: Redis runs the
+        # Lua call of batch N while this process decodes and plans batch N+1. Batches
+        # are still applied one at a time and in order.
+        in_flight: asyncio.Task[None] | None = None
+        try:
+            async for events in stream.take_events(
+                settings.batch_size, within=settings.batch_within
+            ):
+                messages = [event.message for event in events]
+                # take_events acks the batch in a `finally`, also when this body is left
+                # by an exception or a cancellation (a shutdown that does not wait for
+                # streams), and the consumer then commits those offsets. An extra
+                # reference on each message, dropped only once the batch is applied,
+                # keeps that ack from completing for an unapplied batch: its offsets are
+                # never committed and it is redelivered.
+                for message in messages:
+                    message.incref()
+                batch = processor.prepare(messages)
+                if in_flight is not None:
+                    await in_flight
+                in_flight = asyncio.ensure_future(apply_then_release(batch, messages))
+        except asyncio.CancelledError:
+            # A shutdown that does not wait for the streams: the batch in flight goes on
+            # alone and releases its records only if it applies them.
+            raise
+        if in_flight is not None:
+            await in_flight
 
+    async def apply_then_release(batch: PreparedBatch, messages: Sequence[Any]) -> None:
+        delay = 0.5
+        while True:
+            try:
+                outcome = await processor.apply(batch)
+                break
+            except Exception:
+                # Redis and broker outages are retried inside apply(); anything else (a
+                # bug, an unexpected error) must not skip the batch either: keep it, say
+                # so loudly, and try again.
+                log.exception("batch of %d failed; retrying in %.1fs", len(messages), delay)
+                await asyncio.sleep(delay)
+                delay = min(30.0, delay * 2)
+        for message in messages:
+            message.decref()
+        log.debug("batch of %d: %s", len(messages), outcome)
+
+    # An exception that leaves a Faust timer crashes the whole worker, so the periodic
+    # jobs log their failures and try again on the next tick instead.
     @app.timer(interval=settings.segment_sweep_seconds)  # type: ignore[untyped-decorator]
     async def sweep_segments() -> None:
-        changed = await processor.sweep_segments()
+        try:
+            changed = await processor.sweep_segments()
+        except Exception:
+            log.exception(
+                "segment sweep failed; trying again in %.0fs", settings.segment_sweep_seconds
+            )
+            return
         if changed:
             log.info("segment sweep: %d downgrade(s) published", changed)
 
     @app.timer(interval=10.0)  # type: ignore[untyped-decorator]
     async def measure_consumer_lag() -> None:
+        try:
+            lag = await consumer_lag()
+        except Exception:
+            log.exception("could not measure the consumer lag")
+            return
+        for topic, value in lag.items():
+            metrics.consumer_lag.labels(topic).set(value)
+
+    async def consumer_lag() -> dict[str, int]:
+        """Messages behind the high watermark, per input topic, over this worker's partitions.
+
+        A partition whose high watermark or position is not known yet (just assigned, or
+        the broker is restarting) is left out until it is.
+        """
         assigned = [tp for tp in app.consumer.assignment() if tp.topic in input_topics]
         lag: dict[str, int] = dict.fromkeys(input_topics, 0)
         for tp in assigned:
             position = await app.consumer.position(tp)
-            if position is not None:
-                lag[tp.topic] += max(0, app.consumer.highwater(tp) - position)
-        for topic, value in lag.items():
-            metrics.consumer_lag.labels(topic).set(value)
+            highwater = app.consumer.highwater(tp)
+            if position is not None and highwater is not None:
+                lag[tp.topic] += max(0, highwater - position)
+        return lag
 
     def reader() -> Reader:
         if "reader" not in state:

@@ -23,6 +23,10 @@ local grace_ms = tonumber(ARGV[17])
 local i = 18
 local n = #ARGV
 local codes, fired_awards, fired_flags, fired_segments = {}, {}, {}, {}
+-- key -> the EXPIREAT already set on it in this call: a key touched by many events of
+-- the batch (a period leaderboard, a busy member's windows) gets one EXPIREAT, not one
+-- per event. A key that may have been deleted since is forgotten (see score_30d).
+local expiring = {}
 
 -- First-response histogram bounds, seconds (the collector reads them from the fields).
 local BOUNDS = {60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 604800}
@@ -50,6 +54,7 @@ local function score_30d(key)
     local day = tonumber(fields[j])
     if day <= now_day - 30 then
       redis.call('HDEL', key, fields[j])
+      expiring[key] = nil
     elseif day <= now_day then
       score = score + tonumber(fields[j + 1])
     end
@@ -258,8 +263,9 @@ while i <= n do
       else
         return redis.error_reply('unknown op ' .. op)
       end
-      if expire_at ~= '0' and op ~= 'reply' then
+      if expire_at ~= '0' and op ~= 'reply' and expiring[key] ~= expire_at then
         redis.call('EXPIREAT', key, expire_at)
+        expiring[key] = expire_at
       end
     end
     i = i + 5

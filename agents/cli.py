@@ -624,7 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
         "rebuild",
         cmd_rebuild,
         "recompute Redis state from the input topics (after Redis data loss or a scoring "
-        "change); publishes nothing",
+        "change); announces only awards not on the awards topic yet",
     )
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--community", action="append", help="community (repeat for several)")

@@ -142,6 +142,19 @@ class BatchOutcome:
     published: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedBatch:
+    """A decoded and planned batch, ready for :meth:`ActivityProcessor.apply`."""
+
+    size: int
+    activities: list[Activity]
+    # (community, event_id) -> Kafka record timestamp, for the latency histogram.
+    stamps: dict[tuple[str, str], float]
+    letters: list[DeadLetter]
+    plans: list[CommunityPlan]
+    prepare_seconds: float
+
+
 def decode(
     record: Record, now: float, max_future_skew: float, max_bytes: int = 65536
 ) -> Activity | DeadLetter:
@@ -206,14 +219,22 @@ class ActivityProcessor:
         self._catalog = {badge.id: badge for badge in settings.catalog}
 
     async def process(self, records: Sequence[Record]) -> BatchOutcome:
+        """Prepare and apply one batch (see :meth:`prepare` and :meth:`apply`)."""
+        return await self.apply(self.prepare(records))
+
+    def prepare(self, records: Sequence[Record]) -> PreparedBatch:
+        """Decode, validate and plan a batch: CPU only, no I/O.
+
+        Split from :meth:`apply` so that the worker can prepare the next batch while
+        Redis applies this one. Planning reads nothing from Redis, so a batch can be
+        planned before the one ahead of it has been applied.
+        """
         started = time.perf_counter()
         now = self._clock()
-        outcome = BatchOutcome()
         activities: list[Activity] = []
         stamps: dict[tuple[str, str], float] = {}
         letters: list[DeadLetter] = []
         skew = self._settings.max_future_skew
-        m = self._metrics
         for record in records:
             decoded = decode(record, now, skew, self._settings.max_message_bytes)
             if isinstance(decoded, DeadLetter):
@@ -221,6 +242,30 @@ class ActivityProcessor:
             else:
                 activities.append(decoded)
                 stamps.setdefault((decoded.community, decoded.event_id), record.timestamp)
+        plans = list(
+            plan_batch(
+                activities, self._settings.redis_key_prefix, self._settings.policy, now
+            ).values()
+        )
+        return PreparedBatch(
+            len(records), activities, stamps, letters, plans, time.perf_counter() - started
+        )
+
+    async def apply(self, batch: PreparedBatch) -> BatchOutcome:
+        """Apply a prepared batch: dead letters, Redis effects, outputs, metrics.
+
+        Returns once every effect is stored; only then may the caller acknowledge the
+        batch's records.
+        """
+        started = time.perf_counter()
+        outcome = BatchOutcome()
+        m = self._metrics
+        activities, stamps, letters, plans = (
+            batch.activities,
+            batch.stamps,
+            batch.letters,
+            batch.plans,
+        )
         if letters:
             await self._retry(
                 lambda: self._dead_letters.publish(letters),
@@ -231,11 +276,6 @@ class ActivityProcessor:
                 m.events_invalid.labels(letter.reason).inc()
             outcome.invalid = len(letters)
 
-        plans = list(
-            plan_batch(
-                activities, self._settings.redis_key_prefix, self._settings.policy, now
-            ).values()
-        )
         if new := {p.layout.community for p in plans} - self._known_communities:
             # Remembered before anything is recorded in an outbox, so that a restarted
             # worker knows whose outboxes to drain.
@@ -285,8 +325,8 @@ class ActivityProcessor:
             ]
             if fired:
                 outcome.published += await self._publish(kind, fired)
-        m.batch_size.observe(len(records))
-        m.batch_duration.observe(time.perf_counter() - started)
+        m.batch_size.observe(batch.size)
+        m.batch_duration.observe(batch.prepare_seconds + time.perf_counter() - started)
         return outcome
 
     def _message(

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import Final
 
 PERIODS: Final[tuple[str, ...]] = ("day", "week", "month", "all")
+DAY_SECONDS: Final = 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +31,14 @@ def _epoch(day: date) -> float:
 
 def period_bucket(period: str, ts: float) -> PeriodBucket:
     """The bucket of ``period`` that contains the instant ``ts`` (epoch seconds)."""
-    day = datetime.fromtimestamp(ts, tz=UTC).date()
+    return _bucket_of_day(period, int(ts // DAY_SECONDS))
+
+
+@lru_cache(maxsize=4096)
+def _bucket_of_day(period: str, day_number: int) -> PeriodBucket:
+    # Every bucket is a whole number of UTC days, so the day decides it; caching by day
+    # saves building datetimes for every event (a batch spans few days).
+    day = date(1970, 1, 1) + timedelta(days=day_number)
     if period == "day":
         return PeriodBucket("day", day.isoformat(), _epoch(day), _epoch(day + timedelta(days=1)))
     if period == "week":

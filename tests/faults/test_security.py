@@ -151,11 +151,6 @@ def test_the_worker_listens_on_loopback_by_default(lab: Lab) -> None:
     assert listening_addresses(worker.web_port) == {"0100007F"}  # 127.0.0.1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Faust reads unprefixed WEB_BIND/WEB_PORT/BROKER_URL... from the environment and "
-    "lets them override PULSE_*; create_app must not pass os.environ to Faust",
-)
 def test_a_stray_faust_variable_does_not_change_where_the_worker_listens(lab: Lab) -> None:
     worker = lab.start_worker(WEB_BIND="0.0.0.0")  # noqa: S104 - the point of the test
     wait_for(lambda: bool(listening_addresses(worker.web_port)), 30, "the web server")
