@@ -159,18 +159,19 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                 settings.batch_size, within=settings.batch_within
             ):
                 messages = [event.message for event in events]
-                # take_events acks the batch in a `finally`, also when this body is left
-                # by an exception or a cancellation (a shutdown that does not wait for
-                # streams), and the consumer then commits those offsets. An extra
-                # reference on each message, dropped only once the batch is applied,
-                # keeps that ack from completing for an unapplied batch: its offsets are
-                # never committed and it is redelivered.
+                # take_events acks the batch in a `finally` as soon as this body asks
+                # for the next batch, also when it is left by an exception or a
+                # cancellation (a shutdown that does not wait for streams), and the
+                # consumer then commits those offsets. An extra reference on each
+                # message keeps that ack from completing; the task that applies the
+                # batch acks it once more, and only that final ack lets the consumer
+                # commit. An unapplied batch is never committed and is redelivered.
                 for message in messages:
                     message.incref()
                 batch = processor.prepare(messages)
                 if in_flight is not None:
                     await in_flight
-                in_flight = asyncio.ensure_future(apply_then_release(batch, messages))
+                in_flight = asyncio.ensure_future(apply_then_ack(stream, batch, events))
         except asyncio.CancelledError:
             # A shutdown that does not wait for the streams: the batch in flight goes on
             # alone and releases its records only if it applies them.
@@ -178,7 +179,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         if in_flight is not None:
             await in_flight
 
-    async def apply_then_release(batch: PreparedBatch, messages: Sequence[Any]) -> None:
+    async def apply_then_ack(stream: Any, batch: PreparedBatch, events: Sequence[Any]) -> None:
         delay = 0.5
         while True:
             try:
@@ -188,12 +189,12 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                 # Redis and broker outages are retried inside apply(); anything else (a
                 # bug, an unexpected error) must not skip the batch either: keep it, say
                 # so loudly, and try again.
-                log.exception("batch of %d failed; retrying in %.1fs", len(messages), delay)
+                log.exception("batch of %d failed; retrying in %.1fs", len(events), delay)
                 await asyncio.sleep(delay)
                 delay = min(30.0, delay * 2)
-        for message in messages:
-            message.decref()
-        log.debug("batch of %d: %s", len(messages), outcome)
+        for event in events:
+            await stream.ack(event)
+        log.debug("batch of %d: %s", len(events), outcome)
 
     # An exception that leaves a Faust timer crashes the whole worker, so the periodic
     # jobs log their failures and try again on the next tick instead.
