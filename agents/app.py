@@ -123,6 +123,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         # BROKER_URL, ...) from the environment and let them override PULSE_*: a stray
         # WEB_BIND=0.0.0.0 would expose the API. Settings come from PULSE_* only.
         env={},
+        stream_wait_empty=settings.shutdown_wait,
     )
     metrics = PulseMetrics(registry if registry is not None else CollectorRegistry())
     activity_topic = app.topic(

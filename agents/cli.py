@@ -75,13 +75,21 @@ def _open(path: str) -> BinaryIO:
 
 
 def scan_jsonl(
-    path: str, now: float, max_future_skew: float
+    path: str, now: float, max_future_skew: float, max_bytes: int
 ) -> Iterator[tuple[int, bytes, str | None, BadLine | None]]:
-    """Yield (line number, raw bytes, member_id, problem) for each non-blank line."""
+    """Yield (line number, raw bytes, member_id, problem) for each non-blank line.
+
+    The checks are the worker's (see ``agents.processor.decode``): a line passes here
+    exactly when the worker would not dead-letter it.
+    """
     with _open(path) as handle:
         for number, raw_line in enumerate(handle, start=1):
             raw = raw_line.strip()
             if not raw:
+                continue
+            if len(raw) > max_bytes:
+                detail = f"the message is {len(raw)} bytes; the limit is {max_bytes}"
+                yield number, raw, None, BadLine(number, "oversized", None, detail)
                 continue
             try:
                 obj = orjson.loads(raw)
@@ -104,7 +112,9 @@ def scan_jsonl(
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     good = 0
     bad: list[BadLine] = []
-    for _, _, _, problem in scan_jsonl(args.file, time.time(), settings.max_future_skew):
+    for _, _, _, problem in scan_jsonl(
+        args.file, time.time(), settings.max_future_skew, settings.max_message_bytes
+    ):
         if problem is None:
             good += 1
         else:
@@ -116,7 +126,7 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     now = time.time()
-    scanned = list(scan_jsonl(args.file, now, settings.max_future_skew))
+    scanned = list(scan_jsonl(args.file, now, settings.max_future_skew, settings.max_message_bytes))
     bad = [p for _, _, _, p in scanned if p is not None]
     for problem in bad:
         print(problem.describe(args.file), file=sys.stderr)

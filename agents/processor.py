@@ -285,9 +285,14 @@ class ActivityProcessor:
                 "record communities",
             )
             self._known_communities |= new
-        results = await self._retry(
-            lambda: self._writer.apply(plans), m.redis_errors, "apply a batch to Redis"
-        )
+        attempts = 0
+
+        async def apply_plans() -> list[Applied]:
+            nonlocal attempts
+            attempts += 1
+            return await self._writer.apply(plans)
+
+        results = await self._retry(apply_plans, m.redis_errors, "apply a batch to Redis")
         applied_at = self._clock()
         newest = 0.0
         for plan, result in zip(plans, results, strict=True):
@@ -325,6 +330,12 @@ class ActivityProcessor:
             ]
             if fired:
                 outcome.published += await self._publish(kind, fired)
+        if attempts > 1:
+            # An earlier attempt may have been applied with its reply lost (a timeout, a
+            # dropped connection): the retry then sees every event as a duplicate and
+            # reports none of the awards, flags and segment changes that attempt recorded.
+            # They are in the outboxes; publish them now rather than at the next start.
+            outcome.published += await self._drain([p.layout.community for p in plans])
         m.batch_size.observe(batch.size)
         m.batch_duration.observe(batch.prepare_seconds + time.perf_counter() - started)
         return outcome
@@ -405,11 +416,15 @@ class ActivityProcessor:
 
     async def drain_outboxes(self) -> int:
         """Publish what a previous run recorded but did not confirm; returns how many."""
-        m = self._metrics
         communities = await self._retry(
-            self._writer.communities, m.redis_errors, "list communities"
+            self._writer.communities, self._metrics.redis_errors, "list communities"
         )
         self._known_communities.update(communities)
+        return await self._drain(communities)
+
+    async def _drain(self, communities: Sequence[str]) -> int:
+        """Publish everything waiting in the outboxes of ``communities``."""
+        m = self._metrics
         total = 0
         for community in communities:
             layout = KeyLayout(self._settings.redis_key_prefix, community)

@@ -90,6 +90,7 @@ ENV: Final[dict[str, str]] = {
     "data_dir": "PULSE_DATA_DIR",
     "batch_size": "PULSE_BATCH_SIZE",
     "batch_within": "PULSE_BATCH_WITHIN_SECONDS",
+    "shutdown_wait": "PULSE_SHUTDOWN_WAIT_FOR_BATCHES",
     "max_future_skew": "PULSE_MAX_FUTURE_SKEW_SECONDS",
     "max_message_bytes": "PULSE_MAX_MESSAGE_BYTES",
     "points": "PULSE_POINTS",
@@ -215,6 +216,9 @@ class Settings:
     data_dir: str = "pulse-data"
     batch_size: int = 500
     batch_within: float = 0.2
+    # On SIGTERM, finish the batches taken from Kafka before exiting (Faust's
+    # stream_wait_empty). False exits at once; unapplied batches are then redelivered.
+    shutdown_wait: bool = True
     max_future_skew: float = 300.0
     max_message_bytes: int = 65536
     points: Mapping[str, int] = field(default_factory=scoring_table)
@@ -305,6 +309,11 @@ class Settings:
                 values[name] = parsed
         if (seconds := number("batch_within", 0.001, 60)) is not None:
             values["batch_within"] = seconds
+        if (text := raw("shutdown_wait")) is not None:
+            flag = text.lower()
+            if flag not in ("1", "true", "yes", "0", "false", "no"):
+                raise ConfigError(f"{ENV['shutdown_wait']} must be true or false, got {text!r}")
+            values["shutdown_wait"] = flag in ("1", "true", "yes")
         if (seconds := number("max_future_skew", 0, 366 * 86400)) is not None:
             values["max_future_skew"] = seconds
         if (text := raw("points")) is not None:
@@ -402,6 +411,16 @@ class Settings:
             raise ConfigError(
                 f"{ENV['redis_url']} must start with redis://, rediss:// (TLS) or unix://"
             )
+        try:
+            url.port  # noqa: B018 - urlsplit checks the port only when it is read
+        except ValueError:
+            raise ConfigError(
+                f"{ENV['redis_url']} has a port that is not a number from 0 to 65535"
+            ) from None
+        if url.scheme != "unix" and not url.hostname:
+            raise ConfigError(
+                f"{ENV['redis_url']} must name a host, e.g. redis://:PASSWORD@127.0.0.1:6379/0"
+            )
         if PREFIX_RE.fullmatch(self.redis_key_prefix) is None:
             raise ConfigError(
                 f"{ENV['redis_key_prefix']} must be 1..32 characters of [A-Za-z0-9_.-]"
@@ -409,14 +428,20 @@ class Settings:
         outputs = (self.awards_topic, self.segments_topic, self.moderation_topic)
         for topic in (*self.activity_topics, self.dlq_topic, *outputs):
             if not topic or len(topic) > 249 or not set(topic) <= TOPIC_CHARS:
-                raise ConfigError(f"topic name {topic!r} is not a valid Kafka topic name")
+                raise ConfigError(
+                    f"topic name {topic!r} is not a valid Kafka topic name (check the "
+                    f"PULSE_TOPIC_* variables: 1..249 characters of [A-Za-z0-9._-])"
+                )
         if not self.activity_topics:
             raise ConfigError(f"{ENV['activity_topics']} must name at least one topic")
         if self.dlq_topic in self.activity_topics:
-            raise ConfigError("the dead-letter topic must differ from the input topics")
+            raise ConfigError(
+                f"{ENV['dlq_topic']} must differ from the input topics ({ENV['activity_topics']})"
+            )
         if len({*self.activity_topics, self.dlq_topic, *outputs}) != len(self.activity_topics) + 4:
             raise ConfigError(
-                "input, dead-letter, award, segment and moderation topics must all differ"
+                "input, dead-letter, award, segment and moderation topics must all differ "
+                "(check the PULSE_TOPIC_* variables)"
             )
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"{ENV['log_level']} must be one of {', '.join(LOG_LEVELS)}")
@@ -481,6 +506,7 @@ class Settings:
             "log_level": self.log_level,
             "data_dir": self.data_dir,
             "batching": {"max_events": self.batch_size, "within_seconds": self.batch_within},
+            "shutdown_waits_for_batches": self.shutdown_wait,
             "validation": {
                 "max_future_skew_seconds": self.max_future_skew,
                 "max_message_bytes": self.max_message_bytes,

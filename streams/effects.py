@@ -35,12 +35,11 @@ from streams.activity import Activity
 from streams.badges import Badge, award_id
 from streams.keys import KeyLayout, escape
 from streams.moderation import ModerationPolicy, content_hash, flag_id
-from streams.periods import PERIODS, period_bucket
+from streams.periods import CHANNEL_PERIODS, PERIODS, period_bucket
 from streams.scoring import DEFAULT_POINTS
 from streams.segments import SegmentPolicy, score_days
 from streams.windows import GRANULARITIES
 
-CHANNEL_PERIODS: Final = ("week", "all")
 DAY_SECONDS: Final = 86400
 HEADER: Final = 10  # per-event header length, see the module docstring
 GATE: Final = 8
@@ -230,7 +229,7 @@ def _plan_gates(layout: KeyLayout, activity: Activity, policy: ModerationPolicy)
                 policy.crosspost_window * 1000,
                 policy.crosspost_channels,
                 channel,
-                layout.open_flag("cross-post", member, channel),
+                layout.open_flag("cross-post", member, digest),
                 cross,
                 layout.burst(cross),
             )

@@ -161,8 +161,10 @@ class KeyLayout:
     def crosspost_window(self, member_id: str, content_hash: str) -> str:
         return f"{self.base}:mod:xp:{escape(member_id)}:{escape(content_hash)}"
 
-    def open_flag(self, rule: str, member_id: str, channel: str) -> str:
-        return f"{self.base}:mod:flag:{rule}:{escape(member_id)}:{escape(channel)}"
+    def open_flag(self, rule: str, member_id: str, scope: str) -> str:
+        """The open flag of a burst: a flood's scope is its channel, a cross-post's the
+        content hash (its copies land in a new channel each time)."""
+        return f"{self.base}:mod:flag:{rule}:{escape(member_id)}:{escape(scope)}"
 
     def burst(self, flag_id: str) -> str:
         return f"{self.base}:mod:burst:{flag_id}"

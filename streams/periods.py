@@ -12,6 +12,8 @@ from functools import lru_cache
 from typing import Final
 
 PERIODS: Final[tuple[str, ...]] = ("day", "week", "month", "all")
+# Channel leaderboards are kept for these periods only.
+CHANNEL_PERIODS: Final[tuple[str, ...]] = ("week", "all")
 DAY_SECONDS: Final = 86400
 
 

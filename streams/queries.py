@@ -16,7 +16,7 @@ from streams.activity import (
     InvalidActivity,
     parse_timestamp,
 )
-from streams.periods import PERIODS, parse_day
+from streams.periods import CHANNEL_PERIODS, PERIODS, parse_day
 
 MAX_TOP: Final = 1000
 MAX_AROUND: Final = 100
@@ -98,10 +98,15 @@ class LeaderboardQuery:
         channel_text: str | None,
         now: float,
     ) -> LeaderboardQuery:
+        chosen, board = period(period_text), channel(channel_text)
+        if board is not None and chosen not in CHANNEL_PERIODS:
+            raise BadQuery(
+                f"channel leaderboards exist for {' and '.join(CHANNEL_PERIODS)} only, not {chosen}"
+            )
         return cls(
             community(community_text),
-            period(period_text),
+            chosen,
             instant(at, now),
             bounded_int(top, "top", 10, 1, MAX_TOP),
-            channel(channel_text),
+            board,
         )

@@ -68,9 +68,10 @@ def test_sigterm_while_redis_is_down_waits_then_flushes_and_commits(lab: Lab) ->
 
 def test_a_shutdown_that_does_not_wait_never_commits_an_unapplied_batch(lab: Lab) -> None:
     """Faust's take_events acks a batch in a ``finally`` even when the agent is cancelled;
-    with STREAM_WAIT_EMPTY=false a SIGTERM cancels the agent mid-retry. Before the fix
-    the consumer then committed the unapplied batch and it was lost."""
-    worker = lab.start_worker(STREAM_WAIT_EMPTY="false", PULSE_FAUST_STREAM_WAIT_EMPTY="false")
+    with PULSE_SHUTDOWN_WAIT_FOR_BATCHES=false (Faust's stream_wait_empty) a SIGTERM
+    cancels the agent mid-retry. Before the fix the consumer then committed the
+    unapplied batch and it was lost."""
+    worker = lab.start_worker(PULSE_SHUTDOWN_WAIT_FOR_BATCHES="false")
     now = time.time()
     lab.send(make_stream(500, seed=31, now=now))
     lab.wait_caught_up()

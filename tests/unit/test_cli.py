@@ -88,6 +88,8 @@ def test_validate_reports_every_bad_line_and_exits_3(
             make_event(type="chat.shout", occurred_at=now),
             b"",
             make_event(member_id=..., occurred_at=now),
+            # Valid JSON, but over PULSE_MAX_MESSAGE_BYTES: the worker would dead-letter it.
+            make_event(occurred_at=now, attributes={"note": "x" * 70_000}),
         ],
     )
     assert main(["validate", path]) == 3
@@ -95,7 +97,8 @@ def test_validate_reports_every_bad_line_and_exits_3(
     assert f"{path}:2: invalid_json" in captured.err
     assert f"{path}:3: unknown_type [type]" in captured.err
     assert f"{path}:5: missing_field [member_id]" in captured.err
-    assert "1 valid, 3 invalid" in captured.out
+    assert f"{path}:6: oversized" in captured.err
+    assert "1 valid, 4 invalid" in captured.out
 
 
 def test_validate_accepts_a_clean_file(

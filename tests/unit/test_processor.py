@@ -34,8 +34,9 @@ class FakeRecord:
 class FakeWriter:
     """The Lua semantics via MemoryLedger, outboxes as dicts, and N injected Redis failures."""
 
-    def __init__(self, failures: int = 0) -> None:
+    def __init__(self, failures: int = 0, lost_replies: int = 0) -> None:
         self.ledger = MemoryLedger()
+        self.lost_replies = lost_replies
         self.stored: dict[tuple[str, str], dict[str, Any]] = {}
         self.outboxes: dict[str, list[str]] = {}
         self.known: set[str] = set()
@@ -59,6 +60,10 @@ class FakeWriter:
                         "evidence": award.evidence,
                     }
                     self.outboxes.setdefault(plan.layout.award_outbox(), []).append(award.award_id)
+        if self.lost_replies:
+            # Applied, but the reply never reaches the worker.
+            self.lost_replies -= 1
+            raise redis.exceptions.TimeoutError("Timeout reading from socket")
         return results
 
     async def pending(self, outbox_key: str, limit: int = 1000) -> list[str]:
@@ -205,6 +210,33 @@ def test_redis_outage_is_retried_until_applied_and_counted(
     assert writer.calls == 4
     assert sleeps == [0.1, 0.2, 0.4]
     assert sample(metrics, "pulse_redis_errors_total") == 3
+
+
+def test_awards_of_an_attempt_whose_reply_was_lost_are_published_by_the_retry(
+    make_event: Callable[..., dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    writer, awards = FakeWriter(lost_replies=1), FakeAwards()
+    processor = ActivityProcessor(
+        Settings.from_env({}),
+        writer,
+        FakeDeadLetters(),
+        PulseMetrics(CollectorRegistry()),
+        sinks(awards),
+        clock=lambda: NOON,
+    )
+
+    async def no_sleep(seconds: float) -> None:
+        pass
+
+    monkeypatch.setattr(asyncio, "sleep", no_sleep)
+    merge = orjson.dumps(make_event(event_id="m1", type="github.pr_merged", channel=...))
+    outcome = run(processor, [FakeRecord(merge)])
+    # The retry finds the event applied already; the award it recorded still goes out.
+    assert (outcome.applied, outcome.duplicates) == (0, 1)
+    assert writer.calls == 2
+    assert [(m["badge"], m["evidence"]) for m in awards.messages] == [("first-merge", ["m1"])]
+    assert writer.pending_count() == 0
 
 
 def test_awards_are_published_once_with_their_evidence(
