@@ -29,7 +29,9 @@ a community's keys live in one slot and one Lua call can touch them::
     {prefix}:{<community>}:ttfr:<kind>              hash: le:<bound> / sum / count
     {prefix}:{<community>}:mod:rate:<member>:<channel>   sorted set: recent messages
     {prefix}:{<community>}:mod:xp:<member>:<hash>        sorted set: channel -> last post
-    {prefix}:{<community>}:mod:flag:<rule>:<member>:<channel>  hash: the open burst
+    {prefix}:{<community>}:mod:flag:<rule>:<member>:<scope>  hash: the open burst (scope:
+                                                    the channel of a flood, the content
+                                                    hash of a cross-post)
     {prefix}:{<community>}:mod:burst:<flag_id>      list: event ids attached to a flag
     {prefix}:{<community>}:flags[:outbox]           hash of flag records / unpublished ids
     {prefix}:{<community>}:mod:counts               hash: rule -> flags

@@ -78,7 +78,8 @@ Commands:
               when they are missing; idempotent
   start       install, then start every service that is not running and wait
               until each one answers (Kafka up to ${KAFKA_START_TIMEOUT}s)
-  stop        stop the services this script started (SIGTERM, SIGKILL after ${STOP_TIMEOUT}s)
+  stop [SVC..] stop the services this script started, or only the named ones
+              (kafka, redis, prometheus; SIGTERM, SIGKILL after ${STOP_TIMEOUT}s)
   restart     stop, then start
   status      one line per service; exit 0 if all are running, 3 otherwise
   env         print export lines for the app, use as:  eval "\$($PROG env)"
@@ -595,8 +596,15 @@ cmd_start() {
 cmd_stop() {
     take_lock
     local svc pid
-    local -a waiting=()
-    for svc in prometheus redis kafka; do
+    local -a waiting=() chosen=("$@")
+    ((${#chosen[@]})) || chosen=(prometheus redis kafka)
+    for svc in "${chosen[@]}"; do
+        case $svc in
+            prometheus | redis | kafka) ;;
+            *) die "unknown service \"$svc\" (expected kafka, redis or prometheus)" ;;
+        esac
+    done
+    for svc in "${chosen[@]}"; do
         if pid="$(recorded_pid "$svc")"; then
             if pid_is_ours "$svc" "$pid"; then
                 say "  $svc: stopping (pid $pid)"
@@ -690,7 +698,7 @@ main() {
     case $cmd in
         install) take_lock; say "install:"; cmd_install; say "install: done" ;;
         start) cmd_start ;;
-        stop) cmd_stop ;;
+        stop) cmd_stop "$@" ;;
         restart) cmd_stop; cmd_start ;;
         status) cmd_status ;;
         env) cmd_env ;;

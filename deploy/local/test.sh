@@ -17,13 +17,16 @@ cd "$REPO_ROOT"
 
 bash "$REPO_ROOT/deploy/local/bootstrap.sh"
 
-started_here=0
-if ! bash "$STACK" status >/dev/null 2>&1; then
-    started_here=1
-fi
+# Stop at the end only the services this run starts; leave running ones alone.
+started_here=()
+for svc in kafka redis prometheus; do
+    if ! bash "$STACK" status 2>/dev/null | grep -Eq "^$svc +running"; then
+        started_here+=("$svc")
+    fi
+done
 cleanup() {
-    if ((started_here)); then
-        bash "$STACK" stop >/dev/null || true
+    if ((${#started_here[@]})); then
+        bash "$STACK" stop "${started_here[@]}" >/dev/null || true
     fi
 }
 trap cleanup EXIT
