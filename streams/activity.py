@@ -118,6 +118,15 @@ def parse_timestamp(value: object, name: str = "occurred_at") -> float:
     return parsed.timestamp()
 
 
+# The attributes the pipeline reads, and the JSON types schemas/activity.v1.json allows.
+_ATTRIBUTE_TYPES: Final[dict[str, tuple[type, ...]]] = {
+    "thread_id": (str, int),
+    "reply_to": (str, int),
+    "event": (str,),
+    "content_hash": (str,),
+}
+
+
 def _attributes(value: object) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidActivity("wrong_type", "attributes must be an object", "attributes")
@@ -125,7 +134,19 @@ def _attributes(value: object) -> dict[str, Any]:
         raise InvalidActivity(
             "too_long", f"attributes has more than {MAX_ATTRIBUTES} keys", "attributes"
         )
+    for name, kinds in _ATTRIBUTE_TYPES.items():
+        if (item := value.get(name)) is not None and (
+            isinstance(item, bool) or not isinstance(item, kinds)
+        ):
+            wanted = "a string or an integer" if int in kinds else "a string"
+            raise InvalidActivity(
+                "wrong_type", f"attributes.{name} must be {wanted}", f"attributes.{name}"
+            )
     rating = value.get("rating")
+    if isinstance(rating, float) and rating.is_integer():
+        # JSON Schema's "integer" includes 5.0; count it as the 5 it is.
+        value = {**value, "rating": int(rating)}
+        rating = value["rating"]
     if rating is not None and (
         isinstance(rating, bool) or not isinstance(rating, int) or not 1 <= rating <= 5
     ):

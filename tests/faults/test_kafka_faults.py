@@ -29,4 +29,5 @@ def test_broker_restarts_mid_stream_the_worker_reconnects_and_catches_up(lab: La
         lab.wait_caught_up()  # every offset of the feed applied and committed
     verdict = check_guarantees(lab)
     print(verdict)
+    assert verdict.awards > 0, "no award was at stake: check_awards proved nothing"
     assert worker.alive(), "the worker gave up instead of reconnecting"

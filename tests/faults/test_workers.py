@@ -32,6 +32,7 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(lab: Lab) -> None:
     verdict = check_guarantees(lab)
     print(verdict)
     assert verdict.events > 5000
+    assert verdict.awards > 0, "no award was at stake: check_awards proved nothing"
 
 
 def test_scaling_from_one_to_three_workers_and_back_equals_one_clean_pass(lab: Lab) -> None:
@@ -57,6 +58,7 @@ def test_scaling_from_one_to_three_workers_and_back_equals_one_clean_pass(lab: L
     feed.join()
     verdict = check_guarantees(lab)  # equal to a single clean pass over the same input
     print(verdict)
+    assert verdict.awards > 0, "no award was at stake: check_awards proved nothing"
     assert first.alive()
 
 

@@ -65,6 +65,8 @@ GOOD_OPTIONAL = [
     {"community": "py.data_science-2"},
     {"attributes": {"rating": 1}},
     {"attributes": {"rating": 5, "thread_id": "t1", "content_hash": "ab12"}},
+    {"attributes": {"rating": 5.0}},
+    {"attributes": {"thread_id": 1234, "reply_to": "1234/2", "event": "pycon-us-2026"}},
 ]
 
 
@@ -113,6 +115,12 @@ BAD = [
     ({"attributes": {"rating": 6}}, "out_of_range", "attributes.rating"),
     ({"attributes": {"rating": "5"}}, "out_of_range", "attributes.rating"),
     ({"attributes": {"rating": True}}, "out_of_range", "attributes.rating"),
+    ({"attributes": {"rating": 4.5}}, "out_of_range", "attributes.rating"),
+    ({"attributes": {"thread_id": 1.5}}, "wrong_type", "attributes.thread_id"),
+    ({"attributes": {"thread_id": True}}, "wrong_type", "attributes.thread_id"),
+    ({"attributes": {"reply_to": ["a"]}}, "wrong_type", "attributes.reply_to"),
+    ({"attributes": {"event": 2026}}, "wrong_type", "attributes.event"),
+    ({"attributes": {"content_hash": {"sha": 1}}}, "wrong_type", "attributes.content_hash"),
     ({"attributes": {f"k{i}": i for i in range(33)}}, "too_long", "attributes"),
     ({"schema_version": 2}, "unsupported_version", "schema_version"),
     ({"points": 1000}, "unknown_field", "points"),
@@ -161,3 +169,10 @@ def test_schema_and_model_agree(change: dict[str, Any]) -> None:
     except InvalidActivity:
         model_ok = False
     assert schema_ok == model_ok
+
+
+def test_an_integral_float_rating_counts_as_the_integer() -> None:
+    # JSON Schema calls 5.0 an integer; the feedback gauges must count it as 5.
+    activity = parse(activity_dict(type="feedback.submitted", attributes={"rating": 5.0}))
+    assert activity.attributes == {"rating": 5}
+    assert isinstance(activity.attributes["rating"], int)
