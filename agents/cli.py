@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Final
 
 import orjson
 
@@ -728,6 +728,10 @@ def _add_source_commands(
     )
 
 
+# Long-running commands keep the Kafka client's log: it is the operator's view of it.
+SERVERS: Final = frozenset({"worker", "ingest-server"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -739,6 +743,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.command not in SERVERS and settings.log_level != "DEBUG":
+        # A one-shot command reports a Kafka failure in one line of its own; the
+        # client's retry-by-retry log would only bury it.
+        for name in ("kafka", "aiokafka"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     import redis
 
     try:

@@ -19,8 +19,9 @@ bash "$REPO_ROOT/deploy/local/bootstrap.sh"
 
 # Stop at the end only the services this run starts; leave running ones alone.
 started_here=()
+status="$(bash "$STACK" status 2>/dev/null || true)"
 for svc in kafka redis prometheus; do
-    if ! bash "$STACK" status 2>/dev/null | grep -Eq "^$svc +running"; then
+    if ! grep -Eq "^$svc +running" <<<"$status"; then
         started_here+=("$svc")
     fi
 done
