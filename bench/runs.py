@@ -132,6 +132,12 @@ def run_ours(
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.popen.wait(60)
             proc.stop(grace=60)
+            # A worker that ignored SIGTERM must not outlive the profiler that wrapped it.
+            for child in children:
+                with contextlib.suppress(OSError):
+                    # Only if that pid is still our worker (not a recycled pid).
+                    if b"agents" in Path(f"/proc/{child}/cmdline").read_bytes():
+                        os.kill(child, signal.SIGKILL)
     result = progress.summary()
     busy = progress.busy()
     result["worker_cpu_cores"] = busy[:-3]
