@@ -215,7 +215,7 @@ class Settings:
     log_level: str = "INFO"
     data_dir: str = "pulse-data"
     batch_size: int = 500
-    batch_within: float = 0.2
+    batch_within: float = 0.05
     # On SIGTERM, finish the batches taken from Kafka before exiting (Faust's
     # stream_wait_empty). False exits at once; unapplied batches are then redelivered.
     shutdown_wait: bool = True
