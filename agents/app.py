@@ -155,28 +155,22 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         # Lua call of batch N while this process decodes and plans batch N+1. Batches
         # are still applied one at a time and in order.
         in_flight: asyncio.Task[None] | None = None
-        try:
-            async for events in stream.take_events(
-                settings.batch_size, within=settings.batch_within
-            ):
-                messages = [event.message for event in events]
-                # take_events acks the batch in a `finally` as soon as this body asks
-                # for the next batch, also when it is left by an exception or a
-                # cancellation (a shutdown that does not wait for streams), and the
-                # consumer then commits those offsets. An extra reference on each
-                # message keeps that ack from completing; the task that applies the
-                # batch acks it once more, and only that final ack lets the consumer
-                # commit. An unapplied batch is never committed and is redelivered.
-                for message in messages:
-                    message.incref()
-                batch = processor.prepare(messages)
-                if in_flight is not None:
-                    await in_flight
-                in_flight = asyncio.ensure_future(apply_then_ack(stream, batch, events))
-        except asyncio.CancelledError:
-            # A shutdown that does not wait for the streams: the batch in flight goes on
-            # alone and releases its records only if it applies them.
-            raise
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+            messages = [event.message for event in events]
+            # take_events acks the batch in a `finally` as soon as this body asks for the
+            # next batch, also when it is left by an exception or a cancellation (a
+            # shutdown that does not wait for streams), and the consumer then commits those
+            # offsets. An extra reference on each message keeps that ack from completing;
+            # the task that applies the batch acks it once more, and only that final ack
+            # lets the consumer commit. An unapplied batch is never committed and is
+            # redelivered. Cancelled here, the agent leaves the batch in flight to go on
+            # alone.
+            for message in messages:
+                message.incref()
+            batch = processor.prepare(messages)
+            if in_flight is not None:
+                await in_flight
+            in_flight = asyncio.ensure_future(apply_then_ack(stream, batch, events))
         if in_flight is not None:
             await in_flight
 

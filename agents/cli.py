@@ -79,34 +79,22 @@ def scan_jsonl(
 ) -> Iterator[tuple[int, bytes, str | None, BadLine | None]]:
     """Yield (line number, raw bytes, member_id, problem) for each non-blank line.
 
-    The checks are the worker's (see ``agents.processor.decode``): a line passes here
-    exactly when the worker would not dead-letter it.
+    The checks are the worker's (``agents.processor.check_message``): a line passes
+    here exactly when the worker would not dead-letter it.
     """
+    from agents.processor import check_message
+
     with _open(path) as handle:
         for number, raw_line in enumerate(handle, start=1):
             raw = raw_line.strip()
             if not raw:
                 continue
-            if len(raw) > max_bytes:
-                detail = f"the message is {len(raw)} bytes; the limit is {max_bytes}"
-                yield number, raw, None, BadLine(number, "oversized", None, detail)
-                continue
-            try:
-                obj = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                yield (
-                    number,
-                    raw,
-                    None,
-                    BadLine(number, "invalid_json", None, "not valid UTF-8 JSON"),
-                )
-                continue
-            try:
-                activity = parse_activity(obj, now=now, max_future_skew=max_future_skew)
-            except InvalidActivity as exc:
-                yield number, raw, None, BadLine(number, exc.reason, exc.field, exc.detail)
-                continue
-            yield number, raw, activity.member_id, None
+            checked = check_message(raw, now, max_future_skew, max_bytes)
+            if isinstance(checked, InvalidActivity):
+                problem = BadLine(number, checked.reason, checked.field, checked.detail)
+                yield number, raw, None, problem
+            else:
+                yield number, raw, checked.member_id, None
 
 
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:

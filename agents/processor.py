@@ -155,42 +155,41 @@ class PreparedBatch:
     prepare_seconds: float
 
 
+def check_message(
+    value: bytes, now: float, max_future_skew: float, max_bytes: int = 65536
+) -> Activity | InvalidActivity:
+    """The worker's checks of one message value: the activity, or why it is not one.
+
+    ``pulse validate`` and ``pulse produce`` run the same checks on each line.
+    """
+    if len(value) > max_bytes:
+        return InvalidActivity(
+            "oversized", f"the message is {len(value)} bytes; the limit is {max_bytes}"
+        )
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return InvalidActivity("invalid_json", "the message is not valid UTF-8 JSON")
+    try:
+        return parse_activity(obj, now=now, max_future_skew=max_future_skew)
+    except InvalidActivity as exc:
+        return exc
+
+
 def decode(
     record: Record, now: float, max_future_skew: float, max_bytes: int = 65536
 ) -> Activity | DeadLetter:
     """One record to an :class:`Activity`, or the :class:`DeadLetter` that says why not."""
     value = record.value if record.value is not None else b""
-    if len(value) > max_bytes:
-        failure = InvalidActivity(
-            "oversized", f"the message is {len(value)} bytes; the limit is {max_bytes}"
-        )
-        return DeadLetter(
-            record.key,
-            value,
-            failure.reason,
-            failure.detail,
-            None,
-            record.topic,
-            record.partition,
-            record.offset,
-        )
-    try:
-        obj = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        failure = InvalidActivity("invalid_json", "the message is not valid UTF-8 JSON")
-    else:
-        try:
-            activity = parse_activity(obj, now=now, max_future_skew=max_future_skew)
-        except InvalidActivity as exc:
-            failure = exc
-        else:
-            return activity
+    checked = check_message(value, now, max_future_skew, max_bytes)
+    if isinstance(checked, Activity):
+        return checked
     return DeadLetter(
         record.key,
         value,
-        failure.reason,
-        failure.detail,
-        failure.field,
+        checked.reason,
+        checked.detail,
+        checked.field,
         record.topic,
         record.partition,
         record.offset,

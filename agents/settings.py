@@ -119,6 +119,14 @@ LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 TOPIC_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
+def parse_flag(name: str, text: str) -> bool:
+    """A yes/no setting: 1/true/yes or 0/false/no, any case."""
+    flag = text.lower()
+    if flag not in ("1", "true", "yes", "0", "false", "no"):
+        raise ConfigError(f"{ENV[name]} must be true or false, got {text!r}")
+    return flag in ("1", "true", "yes")
+
+
 def _ingest_values(
     raw: Callable[[str], str | None], integer: Callable[[str, int, int], int | None]
 ) -> dict[str, Any]:
@@ -136,10 +144,7 @@ def _ingest_values(
     if (text := raw("github_member_id")) is not None:
         values["github_member_id"] = text.lower()
     if (text := raw("github_releases")) is not None:
-        flag = text.lower()
-        if flag not in ("1", "true", "yes", "0", "false", "no"):
-            raise ConfigError(f"{ENV['github_releases']} must be true or false, got {text!r}")
-        values["github_releases"] = flag in ("1", "true", "yes")
+        values["github_releases"] = parse_flag("github_releases", text)
 
     def community(value: str) -> bool:
         return COMMUNITY_RE.fullmatch(value) is not None
@@ -310,10 +315,7 @@ class Settings:
         if (seconds := number("batch_within", 0.001, 60)) is not None:
             values["batch_within"] = seconds
         if (text := raw("shutdown_wait")) is not None:
-            flag = text.lower()
-            if flag not in ("1", "true", "yes", "0", "false", "no"):
-                raise ConfigError(f"{ENV['shutdown_wait']} must be true or false, got {text!r}")
-            values["shutdown_wait"] = flag in ("1", "true", "yes")
+            values["shutdown_wait"] = parse_flag("shutdown_wait", text)
         if (seconds := number("max_future_skew", 0, 366 * 86400)) is not None:
             values["max_future_skew"] = seconds
         if (text := raw("points")) is not None:
