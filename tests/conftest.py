@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import pytest
 
 from agents.settings import Settings
@@ -26,6 +27,18 @@ def activity_dict(**overrides: Any) -> dict[str, Any]:
     }
     event.update(overrides)
     return {k: v for k, v in event.items() if v is not ...}
+
+
+# One message of each kind the worker dead-letters, with the reason it must give.
+INVALID_MESSAGES: list[tuple[bytes, str]] = [
+    (b"{not json", "invalid_json"),
+    (b"\xff\xfe\x00", "invalid_json"),
+    (b"[1, 2]", "not_an_object"),
+    (orjson.dumps(activity_dict(event_id=...)), "missing_field"),
+    (orjson.dumps(activity_dict(type="chat.shout")), "unknown_type"),
+    (orjson.dumps(activity_dict(community="Bad Community")), "bad_community"),
+    (orjson.dumps(activity_dict(occurred_at="2099-01-01T00:00:00Z")), "in_future"),
+]
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
 from streams.simulation import generate
-from tests.conftest import activity_dict
-from tests.faults.servers import KafkaBroker, RedisServer, ServerError, free_port
+from tests.conftest import INVALID_MESSAGES as INVALID
+from tests.faults.servers import AclUser, KafkaBroker, RedisServer, Sasl, ServerError, free_port
 
 ROOT = Path(__file__).parents[2]
 
@@ -127,21 +128,29 @@ class FaultStack:
         self.redis.start()
 
 
-@pytest.fixture(scope="module")
-def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
-    root = tmp_path_factory.mktemp("faults")
+@contextmanager
+def running_stack(
+    root: Path, sasl: Sasl | None = None, users: tuple[AclUser, ...] = ()
+) -> Iterator[FaultStack]:
+    """A broker and a Redis of their own under ``root``, stopped again on exit."""
     try:
-        broker = KafkaBroker(root / "kafka")
+        broker = KafkaBroker(root / "kafka", sasl)
         broker.start()
     except ServerError as exc:
         pytest.fail(str(exc))
-    server = RedisServer(root / "redis", password=f"redis-{uuid.uuid4().hex}")
+    server = RedisServer(root / "redis", password=f"redis-{uuid.uuid4().hex}", users=users)
     try:
         server.start()
         yield FaultStack(broker, server, root)
     finally:
         server.stop()
         broker.stop()
+
+
+@pytest.fixture(scope="module")
+def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
+    with running_stack(tmp_path_factory.mktemp("faults")) as stack:
+        yield stack
 
 
 class WorkerProcess:
@@ -240,17 +249,6 @@ class Sent:
     message: Message
     partition: int
     offset: int
-
-
-INVALID: list[tuple[bytes, str]] = [
-    (b"{not json", "invalid_json"),
-    (b"\xff\xfe\x00", "invalid_json"),
-    (b"[1, 2]", "not_an_object"),
-    (orjson.dumps(activity_dict(event_id=...)), "missing_field"),
-    (orjson.dumps(activity_dict(type="chat.shout")), "unknown_type"),
-    (orjson.dumps(activity_dict(community="Bad Community")), "bad_community"),
-    (orjson.dumps(activity_dict(occurred_at="2099-01-01T00:00:00Z")), "in_future"),
-]
 
 
 def make_stream(

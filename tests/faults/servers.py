@@ -84,7 +84,43 @@ class Sasl:
         }
 
 
-class KafkaBroker:
+class ServerProcess:
+    """A server this test session starts, stops and kills by its own PID.
+
+    ``stop`` is a controlled shutdown (SIGTERM; Redis then flushes its AOF), SIGKILL if
+    it takes longer than ``STOP_TIMEOUT``; ``kill`` is SIGKILL.
+    """
+
+    root: Path
+    process: subprocess.Popen[bytes] | None = None
+    _out: IO[bytes] | None = None
+
+    def _launch(self, argv: list[str], stdout_name: str) -> None:
+        self._out = (self.root / stdout_name).open("ab")
+        self.process = subprocess.Popen(  # noqa: S603 - fixed argv
+            argv,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C of pytest must not reach the server first
+        )
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _terminate(self.process, signal.SIGTERM, STOP_TIMEOUT)
+        self._close()
+
+    def kill(self) -> None:
+        if self.process is not None:
+            _terminate(self.process, signal.SIGKILL, STOP_TIMEOUT)
+        self._close()
+
+    def _close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+
+class KafkaBroker(ServerProcess):
     """A single-node KRaft broker (broker and controller in one JVM) in ``root``."""
 
     def __init__(self, root: Path, sasl: Sasl | None = None) -> None:
@@ -100,8 +136,6 @@ class KafkaBroker:
         self.props = root / "server.properties"
         self.log4j = root / "log4j.properties"
         self.log_file = root / "kafka.log"
-        self.process: subprocess.Popen[bytes] | None = None
-        self._out: IO[bytes] | None = None
         self._write_config()
         self._format()
 
@@ -206,13 +240,7 @@ class KafkaBroker:
         if self.process is not None and self.process.poll() is None:
             return
         position = self.log_file.stat().st_size if self.log_file.exists() else 0
-        self._out = (self.root / "kafka.stdout.log").open("ab")
-        self.process = subprocess.Popen(  # noqa: S603 - fixed argv
-            self._java("kafka.Kafka", str(self.props)),
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # a Ctrl-C of pytest must not reach the broker first
-        )
+        self._launch(self._java("kafka.Kafka", str(self.props)), "kafka.stdout.log")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -228,22 +256,6 @@ class KafkaBroker:
         text = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
         return text[-n:]
 
-    def stop(self) -> None:
-        """Controlled shutdown (SIGTERM), SIGKILL if it takes longer than 30 s."""
-        if self.process is not None:
-            _terminate(self.process, signal.SIGTERM, STOP_TIMEOUT)
-        self._close()
-
-    def kill(self) -> None:
-        if self.process is not None:
-            _terminate(self.process, signal.SIGKILL, STOP_TIMEOUT)
-        self._close()
-
-    def _close(self) -> None:
-        if self._out is not None:
-            self._out.close()
-            self._out = None
-
 
 @dataclass(frozen=True)
 class AclUser:
@@ -251,7 +263,7 @@ class AclUser:
     password: str
 
 
-class RedisServer:
+class RedisServer(ServerProcess):
     """A redis-server in ``root``; persistence is chosen at each start."""
 
     def __init__(
@@ -263,8 +275,6 @@ class RedisServer:
         self.users = users
         self.data = root / "data"
         self.conf = root / "redis.conf"
-        self.process: subprocess.Popen[bytes] | None = None
-        self._out: IO[bytes] | None = None
 
     def url(self, user: str | None = None, password: str | None = None) -> str:
         password = self.password if password is None and user is None else password
@@ -303,13 +313,7 @@ class RedisServer:
             lines.append(f"user {user.name} on >{user.password} ~* &* +@all")
         self.conf.write_text("\n".join(lines) + "\n")
         self.conf.chmod(0o600)
-        self._out = (self.root / "redis.stdout.log").open("ab")
-        self.process = subprocess.Popen(  # noqa: S603 - fixed argv
-            ["redis-server", str(self.conf)],
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self._launch(["redis-server", str(self.conf)], "redis.stdout.log")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -324,25 +328,9 @@ class RedisServer:
             time.sleep(0.1)
         raise ServerError(f"Redis not ready after {timeout:.0f}s")
 
-    def stop(self) -> None:
-        """SIGTERM: Redis flushes its AOF (and saves an RDB if ``save`` is set)."""
-        if self.process is not None:
-            _terminate(self.process, signal.SIGTERM, STOP_TIMEOUT)
-        self._close()
-
-    def kill(self) -> None:
-        if self.process is not None:
-            _terminate(self.process, signal.SIGKILL, STOP_TIMEOUT)
-        self._close()
-
     def wipe(self) -> None:
         """Remove the data directory: the next start is an empty Redis."""
         if self.process is not None and self.process.poll() is None:
             raise ServerError("stop Redis before wiping its data")
         for path in sorted(self.data.rglob("*"), reverse=True):
             path.rmdir() if path.is_dir() else path.unlink()
-
-    def _close(self) -> None:
-        if self._out is not None:
-            self._out.close()
-            self._out = None

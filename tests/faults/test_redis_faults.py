@@ -11,8 +11,9 @@ import re
 import time
 
 import orjson
+from kafka import TopicPartition
 
-from tests.faults.conftest import Lab, make_stream, metric_value, wait_for
+from tests.faults.conftest import Lab, WorkerProcess, make_stream, metric_value, wait_for
 from tests.faults.guarantees import check_guarantees, reference_state, snapshot
 
 
@@ -44,15 +45,24 @@ def test_redis_outage_is_retried_with_backoff_and_commits_nothing_past_it(lab: L
     assert worker.alive()
 
 
-def test_sigterm_while_redis_is_down_waits_then_flushes_and_commits(lab: Lab) -> None:
-    worker = lab.start_worker()
+def hold_a_batch_while_redis_is_down(
+    lab: Lab, seeds: tuple[int, int], **env: str
+) -> tuple[WorkerProcess, dict[TopicPartition, int]]:
+    """A worker that has committed one stream and holds a batch of the next one, which it
+    cannot apply because Redis is stopped; returns it and the offsets committed before."""
+    worker = lab.start_worker(**env)
     now = time.time()
-    lab.send(make_stream(500, seed=21, now=now))
+    lab.send(make_stream(500, seed=seeds[0], now=now))
     lab.wait_caught_up()
     before = lab.committed()
     lab.stack.redis.stop()
-    lab.send(make_stream(500, seed=22, now=now))
+    lab.send(make_stream(500, seed=seeds[1], now=now))
     wait_for(lambda: "could not apply a batch to Redis" in worker.log(), 30, "a failed attempt")
+    return worker, before
+
+
+def test_sigterm_while_redis_is_down_waits_then_flushes_and_commits(lab: Lab) -> None:
+    worker, before = hold_a_batch_while_redis_is_down(lab, seeds=(21, 22))
     code, _ = worker.terminate(timeout=6)
     assert code is None, "the worker exited with an unapplied batch"
     assert lab.committed() == before
@@ -71,14 +81,9 @@ def test_a_shutdown_that_does_not_wait_never_commits_an_unapplied_batch(lab: Lab
     with PULSE_SHUTDOWN_WAIT_FOR_BATCHES=false (Faust's stream_wait_empty) a SIGTERM
     cancels the agent mid-retry. Before the fix the consumer then committed the
     unapplied batch and it was lost."""
-    worker = lab.start_worker(PULSE_SHUTDOWN_WAIT_FOR_BATCHES="false")
-    now = time.time()
-    lab.send(make_stream(500, seed=31, now=now))
-    lab.wait_caught_up()
-    before = lab.committed()
-    lab.stack.redis.stop()
-    lab.send(make_stream(500, seed=32, now=now))
-    wait_for(lambda: "could not apply a batch to Redis" in worker.log(), 30, "a failed attempt")
+    worker, before = hold_a_batch_while_redis_is_down(
+        lab, seeds=(31, 32), PULSE_SHUTDOWN_WAIT_FOR_BATCHES="false"
+    )
     code, seconds = worker.terminate(timeout=30)
     assert code == 0, worker.log()[-3000:]
     assert lab.committed() == before, "the unapplied batch was committed"

@@ -13,8 +13,15 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.faults.conftest import FaultStack, Lab, make_stream, metric_value, wait_for
-from tests.faults.servers import AclUser, KafkaBroker, RedisServer, Sasl, ServerError
+from tests.faults.conftest import (
+    FaultStack,
+    Lab,
+    make_stream,
+    metric_value,
+    running_stack,
+    wait_for,
+)
+from tests.faults.servers import AclUser, Sasl
 
 WEBHOOK_SECRETS = {
     "PULSE_GITHUB_WEBHOOK_SECRET": f"gh-{uuid.uuid4().hex}",
@@ -25,23 +32,10 @@ WEBHOOK_SECRETS = {
 @pytest.fixture(scope="module")
 def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
     """This module's broker takes SASL clients only; its Redis has an ACL user."""
-    root = tmp_path_factory.mktemp("secure")
-    try:
-        broker = KafkaBroker(root / "kafka", Sasl(mechanism="SCRAM-SHA-256"))
-        broker.start()
-    except ServerError as exc:
-        pytest.fail(str(exc))
-    server = RedisServer(
-        root / "redis",
-        password=f"admin-{uuid.uuid4().hex}",
-        users=(AclUser("pulse", f"acl-{uuid.uuid4().hex}"),),
-    )
-    try:
-        server.start()
-        yield FaultStack(broker, server, root)
-    finally:
-        server.stop()
-        broker.stop()
+    users = (AclUser("pulse", f"acl-{uuid.uuid4().hex}"),)
+    sasl = Sasl(mechanism="SCRAM-SHA-256")
+    with running_stack(tmp_path_factory.mktemp("secure"), sasl, users) as stack:
+        yield stack
 
 
 def secrets(lab: Lab) -> dict[str, str]:

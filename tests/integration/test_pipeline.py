@@ -7,9 +7,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
 from streams.periods import format_instant
+from tests.conftest import INVALID_MESSAGES as INVALID
 from tests.conftest import activity_dict
 from tests.integration.conftest import Sandbox, Worker, metric_value, wait_for
 
@@ -26,17 +25,6 @@ def events(now: float) -> list[dict[str, Any]]:
         )
         for i in range(40)
     ]
-
-
-INVALID: list[tuple[bytes, str]] = [
-    (b"{not json", "invalid_json"),
-    (b"\xff\xfe\x00", "invalid_json"),
-    (b"[1, 2]", "not_an_object"),
-    (orjson.dumps(activity_dict(event_id=...)), "missing_field"),
-    (orjson.dumps(activity_dict(type="chat.shout")), "unknown_type"),
-    (orjson.dumps(activity_dict(community="Bad Community")), "bad_community"),
-    (orjson.dumps(activity_dict(occurred_at="2999-01-01T00:00:00Z")), "in_future"),
-]
 
 
 def redis_counts(sandbox: Sandbox, community: str) -> dict[str, int]:

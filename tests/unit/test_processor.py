@@ -129,8 +129,24 @@ def parts() -> tuple[FakeWriter, FakeDeadLetters, PulseMetrics]:
 
 def make(parts: tuple[FakeWriter, FakeDeadLetters, PulseMetrics]) -> ActivityProcessor:
     writer, letters, metrics = parts
+    return processor_for(writer, letters=letters, metrics=metrics)
+
+
+def processor_for(
+    writer: FakeWriter,
+    *,
+    letters: FakeDeadLetters | None = None,
+    metrics: PulseMetrics | None = None,
+    awards: FakeAwards | None = None,
+) -> ActivityProcessor:
+    """A processor on the fakes, default settings, the clock at NOON."""
     return ActivityProcessor(
-        Settings.from_env({}), writer, letters, metrics, sinks(FakeAwards()), clock=lambda: NOON
+        Settings.from_env({}),
+        writer,
+        letters if letters is not None else FakeDeadLetters(),
+        metrics if metrics is not None else PulseMetrics(CollectorRegistry()),
+        sinks(awards if awards is not None else FakeAwards()),
+        clock=lambda: NOON,
     )
 
 
@@ -191,14 +207,7 @@ def test_redis_outage_is_retried_until_applied_and_counted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     writer, metrics = FakeWriter(failures=3), PulseMetrics(CollectorRegistry())
-    processor = ActivityProcessor(
-        Settings.from_env({}),
-        writer,
-        FakeDeadLetters(),
-        metrics,
-        sinks(FakeAwards()),
-        clock=lambda: NOON,
-    )
+    processor = processor_for(writer, metrics=metrics)
     sleeps: list[float] = []
 
     async def no_sleep(seconds: float) -> None:
@@ -217,14 +226,7 @@ def test_awards_of_an_attempt_whose_reply_was_lost_are_published_by_the_retry(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     writer, awards = FakeWriter(lost_replies=1), FakeAwards()
-    processor = ActivityProcessor(
-        Settings.from_env({}),
-        writer,
-        FakeDeadLetters(),
-        PulseMetrics(CollectorRegistry()),
-        sinks(awards),
-        clock=lambda: NOON,
-    )
+    processor = processor_for(writer, awards=awards)
 
     async def no_sleep(seconds: float) -> None:
         pass
@@ -243,9 +245,7 @@ def test_awards_are_published_once_with_their_evidence(
     make_event: Callable[..., dict[str, Any]],
 ) -> None:
     writer, awards, metrics = FakeWriter(), FakeAwards(), PulseMetrics(CollectorRegistry())
-    processor = ActivityProcessor(
-        Settings.from_env({}), writer, FakeDeadLetters(), metrics, sinks(awards), clock=lambda: NOON
-    )
+    processor = processor_for(writer, metrics=metrics, awards=awards)
     merge = orjson.dumps(make_event(event_id="m1", type="github.pr_merged", channel=...))
     run(processor, [FakeRecord(merge)])
     run(processor, [FakeRecord(merge)])  # redelivery
@@ -271,28 +271,14 @@ def test_awards_left_in_the_outbox_by_a_crash_are_published_on_start(
     make_event: Callable[..., dict[str, Any]],
 ) -> None:
     writer = FakeWriter()
-    crashing = ActivityProcessor(
-        Settings.from_env({}),
-        writer,
-        FakeDeadLetters(),
-        PulseMetrics(CollectorRegistry()),
-        sinks(FakeAwards(fail_with=RuntimeError("worker killed"))),
-        clock=lambda: NOON,
-    )
+    crashing = processor_for(writer, awards=FakeAwards(fail_with=RuntimeError("worker killed")))
     volunteer = orjson.dumps(make_event(event_id="v1", type="event.volunteer_shift"))
     with pytest.raises(RuntimeError, match="worker killed"):
         run(crashing, [FakeRecord(volunteer)])
     assert writer.pending_count() == 1
 
     awards = FakeAwards()
-    restarted = ActivityProcessor(
-        Settings.from_env({}),
-        writer,
-        FakeDeadLetters(),
-        PulseMetrics(CollectorRegistry()),
-        sinks(awards),
-        clock=lambda: NOON,
-    )
+    restarted = processor_for(writer, awards=awards)
     assert asyncio.run(restarted.drain_outboxes()) == 1
     run(restarted, [FakeRecord(volunteer)])  # the redelivered event adds nothing
     assert [(m["badge"], m["member_id"], m["awarded_at"]) for m in awards.messages] == [
