@@ -8,8 +8,9 @@
 -- Returns {flags, awards, moderation flags, segment changes}: a code per event (1
 -- applied, 0 duplicate, 2 moderated) and the ids recorded by this call, in order.
 --
--- ARGV[1] is the mode: 'apply' (a batch of events) or 'sweep' (segment downgrades: then
--- ARGV[17] is the member-key prefix and ARGV[18..] the member ids to look at).
+-- ARGV[1] is the mode: 'apply' (a batch of events: ARGV[18] starts the key table) or
+-- 'sweep' (segment downgrades: ARGV[18] is the member-key prefix and ARGV[19..] the
+-- member ids to look at).
 -- All arguments arrive as ONE JSON array of strings (agents/store.py packs them): one
 -- bulk string is far cheaper for the client to encode and for Redis to parse than ~100.
 local ARGV = cjson.decode(ARGV[1])
@@ -20,13 +21,10 @@ local flags_hash, flag_outbox, mod_counts = ARGV[7], ARGV[8], ARGV[9]
 local seg_changes, seg_outbox, seg_index = ARGV[10], ARGV[11], ARGV[12]
 local now_ms, t_mid, t_high, now_day = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16])
 local grace_ms = tonumber(ARGV[17])
-local i = 18
 local n = #ARGV
 local codes, fired_awards, fired_flags, fired_segments = {}, {}, {}, {}
--- key -> the EXPIREAT already set on it in this call: a key touched by many events of
--- the batch (a period leaderboard, a busy member's windows) gets one EXPIREAT, not one
--- per event. A key that may have been deleted since is forgotten (see score_30d).
-local expiring = {}
+-- Keys written by an applied event: each gets its EXPIREAT once, at the end of the call.
+local touched = {}
 
 -- First-response histogram bounds, seconds (the collector reads them from the fields).
 local BOUNDS = {60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 604800}
@@ -54,7 +52,6 @@ local function score_30d(key)
     local day = tonumber(fields[j])
     if day <= now_day - 30 then
       redis.call('HDEL', key, fields[j])
-      expiring[key] = nil
     elseif day <= now_day then
       score = score + tonumber(fields[j + 1])
     end
@@ -183,14 +180,14 @@ end
 -- A reply: the first one by someone other than the author answers the thread. Replies
 -- can arrive before their thread's opening event (another partition): they wait in
 -- 'early:<member>' fields until the thread opens.
-local function first_response(thread, hist, member, at, expire_at)
+local function first_response(thread, hist, member, at)
   local opened = redis.call('HMGET', thread, 'opened_at', 'author', 'answered')
   if opened[3] ~= false then return end
   if opened[1] == false then
     local field = 'early:' .. member
     local earlier = tonumber(redis.call('HGET', thread, field))
     if earlier == nil or at < earlier then redis.call('HSET', thread, field, at) end
-    redis.call('EXPIREAT', thread, expire_at)
+    touched[thread] = true
     return
   end
   if opened[2] == member or at < tonumber(opened[1]) then return end
@@ -217,6 +214,19 @@ local function open_thread(thread, author, at)
   end
 end
 
+-- The key table (see streams/effects.py): ops name keys by index.
+local K, E = {}, {}
+local nkeys = tonumber(ARGV[18])
+for j = 1, nkeys do
+  local key = ARGV[17 + 2 * j]
+  K[j] = key
+  E[key] = ARGV[18 + 2 * j]
+end
+local i = 19 + 2 * nkeys
+-- Upper-case ops are added up here and written once per (key, field) at the end: a busy
+-- leaderboard or counter takes one command per call, not one per event.
+local zsum, hsum, members = {}, {}, {}
+local extreme = {LT = {}, GT = {}, MIN = {}, MAX = {}}
 while i <= n do
   local seen, nops, nchecks, ngates = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
   local badges_key, member, event_id, at_ms = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
@@ -239,36 +249,40 @@ while i <= n do
   local live = fresh and not moderated
   for _ = 1, nops do
     if live then
-      local op, key, field, amount, expire_at = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-      if op == 'z' then
-        redis.call('ZINCRBY', key, amount, field)
+      local op, k, field, amount = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
+      local key = K[k]
+      if op == 'Z' or op == 'H' then
+        local sums = (op == 'Z' and zsum or hsum)
+        local t = sums[key]
+        if t == nil then t = {}; sums[key] = t end
+        t[field] = (t[field] or 0) + tonumber(amount)
+      elseif op == 'S' then
+        local t = members[key]
+        if t == nil then t = {}; members[key] = t end
+        t[field] = true
+      elseif op == 'LT' or op == 'GT' or op == 'MIN' or op == 'MAX' then
+        local t = extreme[op][key]
+        if t == nil then t = {}; extreme[op][key] = t end
+        local current = t[field]
+        local value = tonumber(amount)
+        if current == nil or ((op == 'LT' or op == 'MIN') and value < current)
+            or ((op == 'GT' or op == 'MAX') and value > current) then
+          t[field] = value
+        end
       elseif op == 'h' then
         redis.call('HINCRBY', key, field, amount)
-      elseif op == 'min' or op == 'max' then
-        local current = tonumber(redis.call('HGET', key, field))
-        local value = tonumber(amount)
-        if current == nil or (op == 'min' and value < current) or (op == 'max' and value > current) then
-          redis.call('HSET', key, field, amount)
-        end
       elseif op == 's' then
         redis.call('SADD', key, field)
-      elseif op == 'zlt' then
-        redis.call('ZADD', key, 'LT', amount, field)
-      elseif op == 'zgt' then
-        redis.call('ZADD', key, 'GT', amount, field)
       elseif op == 'open' then
         open_thread(key, field, tonumber(amount))
       elseif op == 'reply' then
-        first_response(key, field, member, tonumber(amount), expire_at)
+        first_response(key, field, member, tonumber(amount))
       else
         return redis.error_reply('unknown op ' .. op)
       end
-      if expire_at ~= '0' and op ~= 'reply' and expiring[key] ~= expire_at then
-        redis.call('EXPIREAT', key, expire_at)
-        expiring[key] = expire_at
-      end
+      if op ~= 'reply' then touched[key] = true end
     end
-    i = i + 5
+    i = i + 4
   end
   if live and score_key ~= '' then
     judge_segment(member_key, score_key, member, at_ms, false)
@@ -312,5 +326,55 @@ while i <= n do
   else
     codes[#codes + 1] = 1
   end
+end
+-- Write the added-up ops. Integers up to 2^53 are exact in Lua numbers; '%.0f'
+-- writes them without an exponent.
+local function int(x) return string.format('%.0f', x) end
+for key, t in pairs(zsum) do
+  for field, amount in pairs(t) do redis.call('ZINCRBY', key, int(amount), field) end
+end
+for key, t in pairs(hsum) do
+  for field, amount in pairs(t) do redis.call('HINCRBY', key, field, int(amount)) end
+end
+-- Multi-member commands are sent in chunks to stay well inside Lua's stack limit. ZADD
+-- items come in (score, member) pairs and a chunk ends on an even count, never between.
+local function in_chunks(head, items)
+  local args = {unpack(head)}
+  for _, item in ipairs(items) do
+    args[#args + 1] = item
+    if #args - #head >= 1000 then
+      redis.call(unpack(args))
+      args = {unpack(head)}
+    end
+  end
+  if #args > #head then redis.call(unpack(args)) end
+end
+for key, t in pairs(members) do
+  local items = {}
+  for field in pairs(t) do items[#items + 1] = field end
+  in_chunks({'SADD', key}, items)
+end
+for op, flag in pairs({LT = 'LT', GT = 'GT'}) do
+  for key, t in pairs(extreme[op]) do
+    local items = {}
+    for field, value in pairs(t) do
+      items[#items + 1] = int(value)
+      items[#items + 1] = field
+    end
+    in_chunks({'ZADD', key, flag}, items)
+  end
+end
+for op, t in pairs({MIN = extreme.MIN, MAX = extreme.MAX}) do
+  for key, fields in pairs(t) do
+    for field, value in pairs(fields) do
+      local current = tonumber(redis.call('HGET', key, field))
+      if current == nil or (op == 'MIN' and value < current) or (op == 'MAX' and value > current) then
+        redis.call('HSET', key, field, int(value))
+      end
+    end
+  end
+end
+for key in pairs(touched) do
+  if E[key] ~= nil and E[key] ~= '0' then redis.call('EXPIREAT', key, E[key]) end
 end
 return {codes, fired_awards, fired_flags, fired_segments}

@@ -209,6 +209,8 @@ class ActivityProcessor:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
+        # One policy for the worker's life: it caches which badges each type feeds.
+        self._policy = settings.policy
         self._writer = writer
         self._dead_letters = dead_letters
         self._metrics = metrics
@@ -242,9 +244,7 @@ class ActivityProcessor:
                 activities.append(decoded)
                 stamps.setdefault((decoded.community, decoded.event_id), record.timestamp)
         plans = list(
-            plan_batch(
-                activities, self._settings.redis_key_prefix, self._settings.policy, now
-            ).values()
+            plan_batch(activities, self._settings.redis_key_prefix, self._policy, now).values()
         )
         return PreparedBatch(
             len(records), activities, stamps, letters, plans, time.perf_counter() - started
@@ -404,7 +404,7 @@ class ActivityProcessor:
             layout = KeyLayout(self._settings.redis_key_prefix, community)
             changes = await self._retry(
                 lambda lay=layout: self._writer.sweep_segments(  # type: ignore[misc]
-                    lay, self._settings.policy, self._clock()
+                    lay, self._policy, self._clock()
                 ),
                 m.redis_errors,
                 "sweep segments",

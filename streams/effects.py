@@ -7,19 +7,26 @@ checks run. The shell ships the plan to Redis in one Lua call per community
 marker did not exist, so a redelivered ``event_id`` changes nothing.
 
 Arguments of one community's call: the community header (:data:`COMMUNITY_HEADER`
-values, see :func:`community_header`), then, in ``apply`` mode, per event a header of
-:data:`HEADER` values ``seen-key, op count, check count, gate count, badges-key,
-member_id, event_id, occurred_at ms, member-key, score-days-key ("" when the event is
-too old to move the 30-day score)``, then the gates, the ops and the award checks.
+values, see :func:`community_header`), then, in ``apply`` mode, the key table: its
+length ``n`` and ``n`` pairs ``key, expire_at`` (epoch seconds, 0 for "never"; a key
+used by several events keeps the latest expiry). Ops name their key by its 1-based
+index in that table: a busy key (a period leaderboard, the community counters) is sent
+once per call, not once per event. Then per event a header of :data:`HEADER` values
+``seen-key, op count, check count, gate count, badges-key, member_id, event_id,
+occurred_at ms, member-key, score-days-key ("" when the event is too old to move the
+30-day score)``, then the gates, the ops and the award checks.
 
 - A gate (moderation rule) is ``rule, window-key, window ms, limit, channel,
   open-flag-key, flag_id, burst-key``. If any gate is over its limit the event is
   moderated: its ops and checks are skipped, and the flag is raised or extended.
-- Ops are ``(op, key, field, amount, expire_at)``: ``z`` ZINCRBY, ``h`` HINCRBY,
-  ``min``/``max`` keep the smaller/larger integer in a hash field, ``s`` SADD, ``zlt``/
-  ``zgt`` ZADD LT/GT (first/last seen indexes), ``open`` (a thread opened by ``field`` at
-  ``amount``), ``reply`` (a reply at ``amount`` to the thread ``key``; ``field`` is the
-  first-response histogram key). ``expire_at`` is epoch seconds or 0 for "never".
+- Ops are ``(op, key index, field, amount)``. Upper-case ops write keys that nothing in
+  the call reads, so the script adds them up over the whole call and writes each
+  (key, field) once at its end: ``Z`` ZINCRBY, ``H`` HINCRBY, ``S`` SADD, ``LT``/``GT``
+  ZADD LT/GT (first/last seen indexes), ``MIN``/``MAX`` keep the smaller/larger integer
+  in a hash field. Lower-case ops run in event order, because award checks or the
+  segment judgement of the same event read what they write: ``h`` HINCRBY, ``s`` SADD,
+  ``open`` (a thread opened by ``field`` at ``amount``), ``reply`` (a reply at
+  ``amount`` to the thread; ``field`` is the first-response histogram key).
 - An award check is ``award_id, badge-field, badge, tier, n`` and ``n`` conditions
   ``(test, key, field, threshold)``: ``h`` (hash field >= threshold), ``s`` (set size >=
   threshold) or ``run`` (run of consecutive day numbers around ``field`` >= threshold).
@@ -74,6 +81,21 @@ class Policy:
     catalog: tuple[Badge, ...] = ()
     segments: SegmentPolicy = field(default_factory=SegmentPolicy)
     moderation: ModerationPolicy = field(default_factory=ModerationPolicy)
+    _fed_by: dict[str, tuple[Badge, ...]] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+
+    def badges_fed_by(self, activity_type: str) -> tuple[Badge, ...]:
+        """The badges, in catalog order, with a condition that events of this type can
+        feed. Only those can change for such an event (the others are never planned)."""
+        fed = self._fed_by.get(activity_type)
+        if fed is None:
+            fed = self._fed_by[activity_type] = tuple(
+                badge
+                for badge in self.catalog
+                if any(c.filter.type in (None, activity_type) for c in badge.conditions)
+            )
+        return fed
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,11 +119,32 @@ class CommunityPlan:
     layout: KeyLayout
     header: list[str | int] = field(default_factory=list)
     event_ids: list[str] = field(default_factory=list)
+    # The key table: key -> 1-based index, and the flat (key, expire_at) pairs.
+    key_index: dict[str, int] = field(default_factory=dict)
+    keys: list[str | int] = field(default_factory=list)
     args: list[str | int] = field(default_factory=list)
     late: list[bool] = field(default_factory=list)
     activities: list[Activity] = field(default_factory=list)
     # award_id -> (activity, badge, tier) for every award check planned in this batch.
     checks: dict[str, tuple[Activity, Badge, str | None]] = field(default_factory=dict)
+
+    def key(self, name: str, expire_at: int = 0) -> int:
+        """The index of ``name`` in the key table; its expiry becomes the latest asked."""
+        index = self.key_index.get(name)
+        if index is None:
+            index = self.key_index[name] = len(self.key_index) + 1
+            self.keys.extend((name, expire_at))
+        else:
+            # Only a thread key is asked for with different expiries (each event's time
+            # plus the thread retention); a key kept forever (0) stays so.
+            known = self.keys[2 * index - 1]
+            if known and expire_at > known:  # type: ignore[operator]
+                self.keys[2 * index - 1] = expire_at
+        return index
+
+    def arguments(self) -> list[str | int]:
+        """The whole argument list of this plan's Lua call."""
+        return [*self.header, len(self.key_index), *self.keys, *self.args]
 
 
 def community_header(
@@ -171,12 +214,12 @@ def _plan_badges(
                         continue
                     name = f"{name}/{escape(group)}"
                 if matches:
-                    ops.extend(("h", counters, name, 1, 0))
+                    ops.extend(("h", plan.key(counters), name, 1))
                 tests.append(("h", counters, name))
             else:
                 days = layout.badge_days(member, badge.id, index)
                 if matches:
-                    ops.extend(("s", days, str(day), 1, 0))
+                    ops.extend(("s", plan.key(days), str(day), 1))
                 elif condition.kind == "streak":
                     # A streak is judged around the day of an event that extends it.
                     tests.append(None)
@@ -250,11 +293,11 @@ def plan_activity(plan: CommunityPlan, activity: Activity, policy: Policy, now: 
     late = False
 
     def op(kind: str, key: str, fld: str, amount: int, expire_at: int) -> None:
-        ops.extend((kind, key, fld, amount, expire_at))
+        ops.extend((kind, plan.key(key, expire_at), fld, amount))
 
-    op("h", layout.counts(), activity.type, 1, 0)
-    op("h", layout.counts_by_source(), f"{activity.type}|{activity.source}", 1, 0)
-    op("h", layout.events_by_day(), str(day), 1, 0)
+    op("H", layout.counts(), activity.type, 1, 0)
+    op("H", layout.counts_by_source(), f"{activity.type}|{activity.source}", 1, 0)
+    op("H", layout.events_by_day(), str(day), 1, 0)
     for period in PERIODS:
         bucket = period_bucket(period, ts)
         expire_at = 0
@@ -263,10 +306,10 @@ def plan_activity(plan: CommunityPlan, activity: Activity, policy: Policy, now: 
             if expire_at <= now:
                 late = True
                 continue
-        op("z", layout.leaderboard(period, bucket.label), member, -earned, expire_at)
+        op("Z", layout.leaderboard(period, bucket.label), member, -earned, expire_at)
         if activity.channel is not None and period in CHANNEL_PERIODS:
             op(
-                "z",
+                "Z",
                 layout.leaderboard(period, bucket.label, activity.channel),
                 member,
                 -earned,
@@ -278,21 +321,21 @@ def plan_activity(plan: CommunityPlan, activity: Activity, policy: Policy, now: 
         if expire_at <= now:
             late = True
             continue
-        op("h", layout.window(name, index), member, earned, expire_at)
+        op("H", layout.window(name, index), member, earned, expire_at)
     member_key = layout.member(member)
-    op("h", member_key, "points", earned, 0)
-    op("h", member_key, "events", 1, 0)
-    op("h", member_key, f"type:{activity.type}", 1, 0)
-    op("min", member_key, "first_seen", ts_ms, 0)
-    op("max", member_key, "last_seen", ts_ms, 0)
-    op("s", layout.member_days(member), str(day), 1, 0)
-    op("zlt", layout.members_first_seen(), member, ts_ms, 0)
-    op("zgt", layout.members_last_seen(), member, ts_ms, 0)
+    op("H", member_key, "points", earned, 0)
+    op("H", member_key, "events", 1, 0)
+    op("H", member_key, f"type:{activity.type}", 1, 0)
+    op("MIN", member_key, "first_seen", ts_ms, 0)
+    op("MAX", member_key, "last_seen", ts_ms, 0)
+    op("S", layout.member_days(member), str(day), 1, 0)
+    op("LT", layout.members_first_seen(), member, ts_ms, 0)
+    op("GT", layout.members_last_seen(), member, ts_ms, 0)
     if activity.type == "feedback.submitted":
         rating = (activity.attributes or {}).get("rating")
         if isinstance(rating, int):
-            op("h", layout.feedback_by_day(), f"{day}:sum", rating, 0)
-            op("h", layout.feedback_by_day(), f"{day}:n", 1, 0)
+            op("H", layout.feedback_by_day(), f"{day}:sum", rating, 0)
+            op("H", layout.feedback_by_day(), f"{day}:n", 1, 0)
     thread = (activity.attributes or {}).get("thread_id")
     if isinstance(thread, str | int) and not isinstance(thread, bool):
         thread_expiry = _expire(ts, retention.thread_seconds)
@@ -311,14 +354,16 @@ def plan_activity(plan: CommunityPlan, activity: Activity, policy: Policy, now: 
         score_key = layout.member_score_days(member)
         op("h", score_key, str(day), earned, 0)
     checks: list[str | int] = []
-    check_count = _plan_badges(layout, activity, policy.catalog, ops, checks, plan)
+    check_count = _plan_badges(
+        layout, activity, policy.badges_fed_by(activity.type), ops, checks, plan
+    )
     gates = _plan_gates(layout, activity, policy.moderation)
 
     plan.event_ids.append(activity.event_id)
     plan.args.extend(
         (
             layout.seen(activity.event_id),
-            len(ops) // 5,
+            len(ops) // 4,
             check_count,
             len(gates) // GATE,
             layout.member_badges(member),

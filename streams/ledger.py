@@ -5,6 +5,10 @@ badges backtest``) and lets unit tests run rules end to end: dedupe, moderation 
 (a moderated message counts for no badge), counters and award checks. It leaves out
 what a backtest does not report: key expiry, first-response histograms and segment
 changes (the segment rules are tested on their own and against the real Redis).
+
+It applies every op at once, in event order. The script adds up its upper-case ops and
+writes them at the end of the call, but they write keys that nothing in the call reads,
+so when they land cannot change an outcome.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ class MemoryLedger:
         results = []
         for plan in plans:
             before = len(self.awards)
-            codes = self._apply(plan.args)
+            codes = self._apply(plan)
             results.append(Applied(codes, [a.award_id for a in self.awards[before:]]))
         return results
 
@@ -69,7 +73,8 @@ class MemoryLedger:
             board[channel] = max(own, at) if own is not None else at
         return count >= limit
 
-    def _apply(self, args: Sequence[str | int]) -> list[int]:
+    def _apply(self, plan: CommunityPlan) -> list[int]:
+        args, keys = plan.args, plan.keys
         codes: list[int] = []
         i = 0
         while i < len(args):
@@ -88,10 +93,11 @@ class MemoryLedger:
                     self.moderated.append((gate[0], event_id))
             live = fresh and not moderated
             for _ in range(int(nops)):
-                op, key, fld, amount = (str(a) for a in args[i : i + 4])
-                i += 5
+                op, index, fld, amount = args[i : i + 4]
+                i += 4
                 if live:
-                    self._op(op, key, fld, int(amount))
+                    key = str(keys[2 * int(index) - 2])
+                    self._op(str(op).lower(), key, str(fld), int(amount))
             for _ in range(int(nchecks)):
                 identity, check_field, badge, tier, nconds = (str(a) for a in args[i : i + 5])
                 i += 5
@@ -123,12 +129,12 @@ class MemoryLedger:
         elif op == "h":
             table = self.hashes[key]
             table[fld] = table.get(fld, 0) + amount
-        elif op in ("min", "max", "zlt", "zgt"):
+        elif op in ("min", "max", "lt", "gt"):
             store: dict[str, int] | dict[str, float] = (
                 self.hashes[key] if op in ("min", "max") else self.zsets[key]
             )
             current = store.get(fld)
-            pick = min if op in ("min", "zlt") else max
+            pick = min if op in ("min", "lt") else max
             store[fld] = amount if current is None else pick(current, amount)  # type: ignore[assignment]
         elif op == "s":
             self.sets[key].add(fld)

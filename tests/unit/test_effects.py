@@ -6,22 +6,39 @@ from collections.abc import Callable
 from typing import Any
 
 from streams.activity import Activity
-from streams.effects import GATE, HEADER, CommunityPlan, Policy, Retention, plan_batch
+from streams.effects import (
+    COMMUNITY_HEADER,
+    GATE,
+    HEADER,
+    CommunityPlan,
+    Policy,
+    Retention,
+    plan_batch,
+)
 from tests.conftest import NOON
 
 Op = tuple[str, str, str, int, int]
 
 
 def decode(plan: CommunityPlan) -> list[tuple[list[Op], list[tuple[Any, ...]]]]:
-    """Split the flattened Lua arguments back into (ops, checks) per event."""
-    args = plan.args
+    """Split the flattened Lua arguments back into (ops, checks) per event; an op's key
+    index is looked up in the key table: ``(op, key, field, amount, expire_at)``."""
+    arguments = plan.arguments()
+    nkeys = int(arguments[COMMUNITY_HEADER])
+    table = arguments[COMMUNITY_HEADER + 1 : COMMUNITY_HEADER + 1 + 2 * nkeys]
+    args = arguments[COMMUNITY_HEADER + 1 + 2 * nkeys :]
+    assert args == plan.args
     events = []
     i = 0
     while i < len(args):
         nops, nchecks, ngates = int(args[i + 1]), int(args[i + 2]), int(args[i + 3])
         i += HEADER + GATE * ngates
-        ops = [tuple(args[i + 5 * k : i + 5 * k + 5]) for k in range(nops)]
-        i += 5 * nops
+        ops = []
+        for k in range(nops):
+            op, index, fld, amount = args[i + 4 * k : i + 4 * k + 4]
+            key, expire_at = table[2 * int(index) - 2], table[2 * int(index) - 1]
+            ops.append((op, key, fld, amount, expire_at))
+        i += 4 * nops
         checks = []
         for _ in range(nchecks):
             head = tuple(args[i : i + 5])
@@ -57,7 +74,7 @@ def test_a_chat_message_updates_counts_leaderboards_windows_and_profile(
     base = "pulse:{pycon-us}"
     ops = {(o[0], o[1], o[2]): o[3] for o in ops_of(plan)}
     assert plan.args[0] == f"{base}:seen:evt-1"
-    assert ops[("h", f"{base}:counts", "chat.message")] == 1
+    assert ops[("H", f"{base}:counts", "chat.message")] == 1
     for key in (
         "lb:day:2026-11-25",
         "lb:week:2026-W48",
@@ -66,22 +83,22 @@ def test_a_chat_message_updates_counts_leaderboards_windows_and_profile(
         "lb:ch:general:week:2026-W48",
         "lb:ch:general:all:all",
     ):
-        assert ops[("z", f"{base}:{key}", "alice")] == -1, key
+        assert ops[("Z", f"{base}:{key}", "alice")] == -1, key
     minute = int((NOON - 60) // 60)
-    assert ops[("h", f"{base}:win:min:{minute}", "alice")] == 1
-    assert ops[("h", f"{base}:win:hour:{minute // 60}", "alice")] == 1
-    assert ops[("h", f"{base}:win:day:{minute // 1440}", "alice")] == 1
-    assert ops[("h", f"{base}:member:alice", "points")] == 1
-    assert ops[("h", f"{base}:member:alice", "type:chat.message")] == 1
-    assert ops[("min", f"{base}:member:alice", "first_seen")] == int((NOON - 60) * 1000)
-    assert ops[("s", f"{base}:member:alice:days", str(int(NOON // 86400)))] == 1
+    assert ops[("H", f"{base}:win:min:{minute}", "alice")] == 1
+    assert ops[("H", f"{base}:win:hour:{minute // 60}", "alice")] == 1
+    assert ops[("H", f"{base}:win:day:{minute // 1440}", "alice")] == 1
+    assert ops[("H", f"{base}:member:alice", "points")] == 1
+    assert ops[("H", f"{base}:member:alice", "type:chat.message")] == 1
+    assert ops[("MIN", f"{base}:member:alice", "first_seen")] == int((NOON - 60) * 1000)
+    assert ops[("S", f"{base}:member:alice:days", str(int(NOON // 86400)))] == 1
     assert plan.late == [False]
 
 
 def test_points_come_from_the_scoring_table(make_activity: Callable[..., Activity]) -> None:
     plan = plan_one(make_activity(type="github.pr_merged"), points={"github.pr_merged": 40})
     all_time = [o for o in ops_of(plan) if o[1].endswith(":lb:all:all")]
-    assert all_time == [("z", "pulse:{pycon-us}:lb:all:all", "alice", -40, 0)]
+    assert all_time == [("Z", "pulse:{pycon-us}:lb:all:all", "alice", -40, 0)]
 
 
 def test_period_keys_expire_after_retention_counted_from_the_bucket_end(
