@@ -294,25 +294,39 @@ class ActivityProcessor:
         results = await self._retry(apply_plans, m.redis_errors, "apply a batch to Redis")
         applied_at = self._clock()
         newest = 0.0
+        # Counted here, added to the metrics once per label set: a per-event .labels()
+        # lookup and lock is a visible share of the worker's time.
+        processed: Counter[tuple[str, str]] = Counter()
+        moderated: Counter[str] = Counter()
+        late_events: Counter[str] = Counter()
+        duplicates: Counter[str] = Counter()
+        latency = m.processing_latency.observe
         for plan, result in zip(plans, results, strict=True):
             community = plan.layout.community
             for activity, code, late in zip(plan.activities, result.flags, plan.late, strict=True):
                 if code == MODERATED:
-                    outcome.moderated += 1
-                    m.events_moderated.labels(community).inc()
+                    moderated[community] += 1
                 elif code:
-                    outcome.applied += 1
                     newest = max(newest, activity.occurred_at)
-                    m.events_processed.labels(community, activity.type).inc()
-                    m.processing_latency.observe(
-                        max(0.0, applied_at - stamps[(community, activity.event_id)])
-                    )
+                    processed[community, activity.type] += 1
+                    latency(max(0.0, applied_at - stamps[(community, activity.event_id)]))
                     if late:
-                        outcome.late += 1
-                        m.events_late.labels(community).inc()
+                        late_events[community] += 1
                 else:
-                    outcome.duplicates += 1
-                    m.events_duplicate.labels(community).inc()
+                    duplicates[community] += 1
+        for (community, kind), count in processed.items():
+            m.events_processed.labels(community, kind).inc(count)
+        for counts, metric in (
+            (moderated, m.events_moderated),
+            (late_events, m.events_late),
+            (duplicates, m.events_duplicate),
+        ):
+            for community, count in counts.items():
+                metric.labels(community).inc(count)
+        outcome.applied = sum(processed.values())
+        outcome.moderated = sum(moderated.values())
+        outcome.late = sum(late_events.values())
+        outcome.duplicates = sum(duplicates.values())
         if newest:
             m.event_time_lag.set(max(0.0, applied_at - newest))
         # Repeats of an event_id inside one batch were dropped by the planner.
