@@ -314,8 +314,8 @@ class ActivityProcessor:
                         late_events[community] += 1
                 else:
                     duplicates[community] += 1
-        for (community, kind), count in processed.items():
-            m.events_processed.labels(community, kind).inc(count)
+        for (community, activity_type), count in processed.items():
+            m.events_processed.labels(community, activity_type).inc(count)
         for counts, metric in (
             (moderated, m.events_moderated),
             (late_events, m.events_late),
