@@ -19,7 +19,7 @@ import orjson
 
 from agents.settings import ConfigError, Settings
 from streams import queries
-from streams.activity import Activity, InvalidActivity, parse_activity
+from streams.activity import Activity, InvalidActivity
 from streams.periods import format_instant
 from streams.queries import BadQuery, LeaderboardQuery
 from streams.simulation import DEFAULT_COMMUNITIES, generate
@@ -76,8 +76,8 @@ def _open(path: str) -> BinaryIO:
 
 def scan_jsonl(
     path: str, now: float, max_future_skew: float, max_bytes: int
-) -> Iterator[tuple[int, bytes, str | None, BadLine | None]]:
-    """Yield (line number, raw bytes, member_id, problem) for each non-blank line.
+) -> Iterator[tuple[int, bytes, Activity | None, BadLine | None]]:
+    """Yield (line number, raw bytes, activity, problem) for each non-blank line.
 
     The checks are the worker's (``agents.processor.check_message``): a line passes
     here exactly when the worker would not dead-letter it.
@@ -94,7 +94,7 @@ def scan_jsonl(
                 problem = BadLine(number, checked.reason, checked.field, checked.detail)
                 yield number, raw, None, problem
             else:
-                yield number, raw, checked.member_id, None
+                yield number, raw, checked, None
 
 
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
@@ -132,9 +132,9 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
         ensure_topics(settings, extra=[topic])
         producer = make_producer(settings)
         futures = [
-            producer.send(topic, key=member.encode(), value=raw)
-            for _, raw, member, problem in scanned
-            if problem is None and member
+            producer.send(topic, key=activity.member_id.encode(), value=raw)
+            for _, raw, activity, _ in scanned
+            if activity is not None
         ]
         producer.flush(timeout=60)
         for future in futures:
@@ -428,21 +428,18 @@ def backtest(path: str, settings: Settings, as_json: bool) -> int:
         ledger.apply(list(plans.values()))
         batch.clear()
 
-    with _open(path) as handle:
-        for raw_line in handle:
-            if not raw_line.strip():
-                continue
-            try:
-                batch.append(
-                    parse_activity(
-                        orjson.loads(raw_line), now=now, max_future_skew=settings.max_future_skew
-                    )
-                )
-                valid += 1
-            except (orjson.JSONDecodeError, InvalidActivity):
-                invalid += 1
-            if len(batch) >= 5000:
-                flush()
+    # The worker's checks, so a line the worker would dead-letter (an oversized one
+    # too) is skipped here as invalid.
+    for _, _, activity, _ in scan_jsonl(
+        path, now, settings.max_future_skew, settings.max_message_bytes
+    ):
+        if activity is None:
+            invalid += 1
+            continue
+        batch.append(activity)
+        valid += 1
+        if len(batch) >= 5000:
+            flush()
     flush()
     awards = [
         {

@@ -114,6 +114,35 @@ def test_validate_accepts_a_clean_file(
     assert "3 valid, 0 invalid" in capsys.readouterr().out
 
 
+def test_badges_backtest_awards_from_valid_lines_and_skips_what_the_worker_would_reject(
+    tmp_path: Path,
+    make_event: Callable[..., dict[str, Any]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    now = "2026-01-01T00:00:00Z"
+    merge = {"type": "github.pr_merged", "source": "github", "channel": ..., "occurred_at": now}
+    path = write_lines(
+        tmp_path / "history.jsonl",
+        [
+            make_event(event_id="m1", **merge),
+            make_event(event_id="m2", **merge),  # a second merge: first-merge only once
+            make_event(event_id="m3", member_id="bob", **merge),
+            b"{not json",
+            # Valid JSON over PULSE_MAX_MESSAGE_BYTES: the worker dead-letters it.
+            make_event(
+                event_id="big", member_id="carol", attributes={"note": "x" * 70_000}, **merge
+            ),
+        ],
+    )
+    assert main(["badges", "backtest", path, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["events"], report["invalid"]) == (3, 2)
+    first_merges = sorted(
+        (a["member_id"], a["evidence"]) for a in report["list"] if a["badge"] == "first-merge"
+    )
+    assert first_merges == [("alice", ["m1"]), ("bob", ["m3"])]
+
+
 def test_produce_refuses_a_file_with_bad_lines_before_touching_kafka(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
