@@ -366,6 +366,10 @@ def cmd_member(args: argparse.Namespace, settings: Settings) -> int:
         + ", ".join(f"{k}={v if v is not None else '-'}" for k, v in body["ranks"].items())
     )
     print("  by type " + ", ".join(f"{k}={v}" for k, v in totals["by_type"].items()))
+    newcomer = ", newcomer" if body["newcomer"] else ""
+    print(f"  segment {body['segment']} (30-day score {body['segment_score_30d']}){newcomer}")
+    badges = [b["badge"] + (f" {b['tier']}" if b["tier"] else "") for b in body["badges"]]
+    print("  badges  " + (", ".join(badges) if badges else "none yet"))
     return EXIT_OK
 
 

@@ -156,3 +156,6 @@ def test_each_badge_is_awarded_once_across_replay_and_restart(
         ("helper", "bronze"),
         ("helper", "silver"),
     ]
+    text = sandbox.pulse("member", "helper", "--community", "pycon-us").stdout
+    assert "  badges  helper bronze, helper silver\n" in text
+    assert f"  segment {member['segment']} (30-day score {member['segment_score_30d']})" in text
