@@ -227,6 +227,12 @@ local i = 19 + 2 * nkeys
 -- leaderboard or counter takes one command per call, not one per event.
 local zsum, hsum, members = {}, {}, {}
 local extreme = {LT = {}, GT = {}, MIN = {}, MAX = {}}
+-- Whether value replaces current under op: the smaller for LT/MIN, the larger for GT/MAX.
+local function beats(op, value, current)
+  if current == nil then return true end
+  if op == 'LT' or op == 'MIN' then return value < current end
+  return value > current
+end
 while i <= n do
   local seen, nops, nchecks, ngates = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
   local badges_key, member, event_id, at_ms = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
@@ -260,15 +266,11 @@ while i <= n do
         local t = members[key]
         if t == nil then t = {}; members[key] = t end
         t[field] = true
-      elseif op == 'LT' or op == 'GT' or op == 'MIN' or op == 'MAX' then
+      elseif extreme[op] ~= nil then
         local t = extreme[op][key]
         if t == nil then t = {}; extreme[op][key] = t end
-        local current = t[field]
         local value = tonumber(amount)
-        if current == nil or ((op == 'LT' or op == 'MIN') and value < current)
-            or ((op == 'GT' or op == 'MAX') and value > current) then
-          t[field] = value
-        end
+        if beats(op, value, t[field]) then t[field] = value end
       elseif op == 'h' then
         redis.call('HINCRBY', key, field, amount)
       elseif op == 's' then
@@ -354,21 +356,20 @@ for key, t in pairs(members) do
   for field in pairs(t) do items[#items + 1] = field end
   in_chunks({'SADD', key}, items)
 end
-for op, flag in pairs({LT = 'LT', GT = 'GT'}) do
+for _, op in ipairs({'LT', 'GT'}) do
   for key, t in pairs(extreme[op]) do
     local items = {}
     for field, value in pairs(t) do
       items[#items + 1] = int(value)
       items[#items + 1] = field
     end
-    in_chunks({'ZADD', key, flag}, items)
+    in_chunks({'ZADD', key, op}, items)
   end
 end
-for op, t in pairs({MIN = extreme.MIN, MAX = extreme.MAX}) do
-  for key, fields in pairs(t) do
+for _, op in ipairs({'MIN', 'MAX'}) do
+  for key, fields in pairs(extreme[op]) do
     for field, value in pairs(fields) do
-      local current = tonumber(redis.call('HGET', key, field))
-      if current == nil or (op == 'MIN' and value < current) or (op == 'MAX' and value > current) then
+      if beats(op, value, tonumber(redis.call('HGET', key, field))) then
         redis.call('HSET', key, field, int(value))
       end
     end
