@@ -109,3 +109,9 @@ class PulseMetrics:
             "Failed attempts to publish to the dead-letter topic (retried).",
             registry=registry,
         )
+        self.commit_errors = Counter(
+            f"{prefix}_commit_errors",
+            "Offset commits that failed after the batch was applied (its records are "
+            "redelivered; their effects are idempotent).",
+            registry=registry,
+        )

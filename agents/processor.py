@@ -1,7 +1,7 @@
 """The activity pipeline of one batch: decode, validate, plan, apply, dead-letter, count.
 
-Kept free of Faust so it can be driven by the Faust agent, the rebuild command or a
-test alike. Nothing here acknowledges Kafka records: the caller does, after
+Kept free of Faust so it can be driven by the worker's consumer, the rebuild command or
+a test alike. Nothing here acknowledges Kafka records: the caller does, after
 :meth:`ActivityProcessor.process` has returned, i.e. after Redis, the DLQ and the
 output topics hold every effect of the batch.
 
@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -30,7 +30,7 @@ from agents.metrics import PulseMetrics
 from agents.settings import Settings
 from streams.activity import Activity, InvalidActivity, parse_activity
 from streams.badges import award_message
-from streams.effects import MODERATED, Applied, CommunityPlan, Policy, plan_batch
+from streams.effects import MODERATED, Applied, BatchPlanner, CommunityPlan, Policy
 from streams.keys import KeyLayout
 from streams.moderation import flag_message
 from streams.segments import change_message
@@ -39,17 +39,26 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_BACKOFF = 5.0
+# Records prepared between two hand-backs of the event loop (about 2 ms of work).
+PREPARE_SLICE = 16
 
 
 class Record(Protocol):
-    """The parts of a Kafka record the pipeline reads (a Faust ``Message`` fits)."""
+    """The parts of a Kafka record the pipeline reads (aiokafka's and kafka-python's
+    ``ConsumerRecord`` fit); ``timestamp`` is in milliseconds, as Kafka gives it."""
 
-    key: bytes | None
-    value: bytes | None
-    topic: str
-    partition: int
-    offset: int
-    timestamp: float
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +88,14 @@ class DeadLetter:
 
 
 class EffectWriter(Protocol):
-    async def apply(self, plans: Sequence[CommunityPlan]) -> list[Applied]:
-        """Apply the plans; per plan, a code per event and the ids recorded."""
+    def encode(self, plan: CommunityPlan) -> Any:
+        """The plan in the form :meth:`apply` sends it: CPU only, done ahead of time."""
+
+    async def apply(
+        self, plans: Sequence[CommunityPlan], encoded: Sequence[Any] | None = None
+    ) -> list[Applied]:
+        """Apply the plans (``encoded``: their :meth:`encode` results, if made already);
+        per plan, a code per event and the ids recorded."""
 
     async def pending(self, outbox_key: str, limit: int = 1000) -> list[str]:
         """Ids waiting in an outbox, oldest first."""
@@ -148,11 +163,25 @@ class PreparedBatch:
 
     size: int
     activities: list[Activity]
-    # (community, event_id) -> Kafka record timestamp, for the latency histogram.
+    # (community, event_id) -> Kafka record timestamp in seconds, for the latency histogram.
     stamps: dict[tuple[str, str], float]
     letters: list[DeadLetter]
     plans: list[CommunityPlan]
+    # Per plan, the writer's encoding of it (EffectWriter.encode), done ahead of apply.
+    encoded: list[Any]
     prepare_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedBatch:
+    """A batch whose effects Redis holds, its outputs not yet published."""
+
+    batch: PreparedBatch
+    results: list[Applied]
+    attempts: int
+    applied_at: float
+    # perf_counter() when recording started, for the batch duration histogram.
+    started: float
 
 
 def check_message(
@@ -224,47 +253,82 @@ class ActivityProcessor:
         return await self.apply(self.prepare(records))
 
     def prepare(self, records: Sequence[Record]) -> PreparedBatch:
-        """Decode, validate and plan a batch: CPU only, no I/O.
+        """Decode, validate, plan and encode a batch: CPU only, no I/O.
 
         Split from :meth:`apply` so that the worker can prepare the next batch while
         Redis applies this one. Planning reads nothing from Redis, so a batch can be
         planned before the one ahead of it has been applied.
         """
+        steps = self._prepare(records, every=0)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+    async def prepare_cooperatively(self, records: Sequence[Record]) -> PreparedBatch:
+        """:meth:`prepare`, handing the event loop back every few records.
+
+        The worker prepares the next batch on the event loop that also carries the batch
+        before it: its Lua call's reply, its outputs, its commit. Without the hand-backs
+        they would wait for the whole batch to be planned, and Redis with them.
+        """
+        steps = self._prepare(records, every=PREPARE_SLICE)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            await asyncio.sleep(0)
+
+    def _prepare(
+        self, records: Sequence[Record], every: int
+    ) -> Generator[None, None, PreparedBatch]:
+        """The steps of :meth:`prepare`; yields after every ``every`` records (never if
+        0) and after encoding each community's plan."""
         started = time.perf_counter()
         now = self._clock()
         activities: list[Activity] = []
         stamps: dict[tuple[str, str], float] = {}
         letters: list[DeadLetter] = []
-        skew = self._settings.max_future_skew
-        for record in records:
-            decoded = decode(record, now, skew, self._settings.max_message_bytes)
+        skew, limit = self._settings.max_future_skew, self._settings.max_message_bytes
+        planner = BatchPlanner(self._settings.redis_key_prefix, self._policy, now)
+        for done, record in enumerate(records, 1):
+            decoded = decode(record, now, skew, limit)
             if isinstance(decoded, DeadLetter):
                 letters.append(decoded)
             else:
                 activities.append(decoded)
-                stamps.setdefault((decoded.community, decoded.event_id), record.timestamp)
-        plans = list(
-            plan_batch(activities, self._settings.redis_key_prefix, self._policy, now).values()
-        )
+                stamps.setdefault((decoded.community, decoded.event_id), record.timestamp / 1000)
+                planner.add(decoded)
+            if every and not done % every:
+                yield
+        plans = list(planner.plans.values())
+        encoded = []
+        for plan in plans:
+            encoded.append(self._writer.encode(plan))
+            yield
         return PreparedBatch(
-            len(records), activities, stamps, letters, plans, time.perf_counter() - started
+            len(records), activities, stamps, letters, plans, encoded, time.perf_counter() - started
         )
 
     async def apply(self, batch: PreparedBatch) -> BatchOutcome:
         """Apply a prepared batch: dead letters, Redis effects, outputs, metrics.
 
         Returns once every effect is stored; only then may the caller acknowledge the
-        batch's records.
+        batch's records. The same as :meth:`record` then :meth:`publish`.
+        """
+        return await self.publish(await self.record(batch))
+
+    async def record(self, batch: PreparedBatch) -> RecordedBatch:
+        """The first half of :meth:`apply`: dead letters, then the Redis effects.
+
+        Once it returns, the next batch may be recorded: Redis holds this batch's
+        effects, and its awards, flags and segment changes wait in their outboxes.
         """
         started = time.perf_counter()
-        outcome = BatchOutcome()
         m = self._metrics
-        activities, stamps, letters, plans = (
-            batch.activities,
-            batch.stamps,
-            batch.letters,
-            batch.plans,
-        )
+        letters, plans = batch.letters, batch.plans
         if letters:
             await self._retry(
                 lambda: self._dead_letters.publish(letters),
@@ -273,7 +337,6 @@ class ActivityProcessor:
             )
             for letter in letters:
                 m.events_invalid.labels(letter.reason).inc()
-            outcome.invalid = len(letters)
 
         if new := {p.layout.community for p in plans} - self._known_communities:
             # Remembered before anything is recorded in an outbox, so that a restarted
@@ -289,10 +352,22 @@ class ActivityProcessor:
         async def apply_plans() -> list[Applied]:
             nonlocal attempts
             attempts += 1
-            return await self._writer.apply(plans)
+            return await self._writer.apply(plans, batch.encoded)
 
         results = await self._retry(apply_plans, m.redis_errors, "apply a batch to Redis")
-        applied_at = self._clock()
+        return RecordedBatch(batch, results, attempts, self._clock(), started)
+
+    async def publish(self, recorded: RecordedBatch) -> BatchOutcome:
+        """The second half of :meth:`apply`: metrics, then the outputs :meth:`record`
+        left in the outboxes, published and cleared.
+
+        Returns once every output is published; only then may the caller acknowledge
+        the batch's records. Batches must be published in the order they were recorded.
+        """
+        batch, results, applied_at = recorded.batch, recorded.results, recorded.applied_at
+        activities, stamps, plans = batch.activities, batch.stamps, batch.plans
+        m = self._metrics
+        outcome = BatchOutcome(invalid=len(batch.letters))
         newest = 0.0
         # Counted here, added to the metrics once per label set: a per-event .labels()
         # lookup and lock is a visible share of the worker's time.
@@ -335,6 +410,9 @@ class ActivityProcessor:
             if repeats := valid - planned[community]:
                 outcome.duplicates += repeats
                 m.events_duplicate.labels(community).inc(repeats)
+        # The kinds go to different topics and outboxes: published side by side, so a
+        # batch waits for one broker round trip, not one per kind.
+        publishing = []
         for kind in OUTBOXES:
             fired = [
                 (plan.layout, identity)
@@ -342,15 +420,16 @@ class ActivityProcessor:
                 for identity in kind.fired(result)
             ]
             if fired:
-                outcome.published += await self._publish(kind, fired)
-        if attempts > 1:
+                publishing.append(self._publish(kind, fired))
+        outcome.published += sum(await asyncio.gather(*publishing))
+        if recorded.attempts > 1:
             # An earlier attempt may have been applied with its reply lost (a timeout, a
             # dropped connection): the retry then sees every event as a duplicate and
             # reports none of the awards, flags and segment changes that attempt recorded.
             # They are in the outboxes; publish them now rather than at the next start.
             outcome.published += await self._drain([p.layout.community for p in plans])
         m.batch_size.observe(batch.size)
-        m.batch_duration.observe(batch.prepare_seconds + time.perf_counter() - started)
+        m.batch_duration.observe(batch.prepare_seconds + time.perf_counter() - recorded.started)
         return outcome
 
     def _message(

@@ -49,6 +49,7 @@ from agents.processor import (
     DeadLetter,
     KafkaUnavailable,
     MessageSink,
+    Record,
 )
 from agents.settings import Settings
 from agents.store import BatchWriter, connect, connect_async
@@ -66,18 +67,6 @@ DELETE_CHUNK: Final = 1000
 
 class RebuildError(Exception):
     """The rebuild cannot run (workers active, bad window, unknown topic)."""
-
-
-@dataclass(slots=True)
-class Consumed:
-    """A Kafka record in the shape :class:`~agents.processor.Record` asks for."""
-
-    key: bytes | None
-    value: bytes | None
-    topic: str
-    partition: int
-    offset: int
-    timestamp: float
 
 
 @dataclass(slots=True)
@@ -284,17 +273,13 @@ class TopicReader:
     def done(self) -> bool:
         return not self._open
 
-    def poll(self) -> list[Consumed]:
+    def poll(self) -> list[Record]:
         """The next records before the end offsets (blocking; run it in a thread)."""
         consumer = self._consumer
-        out: list[Consumed] = []
+        out: list[Record] = []
         for tp, records in consumer.poll(timeout_ms=1000).items():
             end = self._end[tp]
-            out.extend(
-                Consumed(r.key, r.value, r.topic, r.partition, r.offset, r.timestamp / 1000)
-                for r in records
-                if r.offset < end
-            )
+            out.extend(r for r in records if r.offset < end)
         for tp in list(self._open):
             if consumer.position(tp) >= self._end[tp]:
                 self._open.discard(tp)
@@ -308,7 +293,7 @@ class TopicReader:
 async def _replay(
     settings: Settings,
     reader: TopicReader,
-    selected: Callable[[Consumed], bool],
+    selected: Callable[[Record], bool],
     report: RebuildReport,
     clock: Callable[[], float],
     awards: NewAwardsOnly | None,
@@ -403,7 +388,7 @@ def rebuild(
         reader.start(since)
         wanted = None if chosen is None else frozenset(chosen)
 
-        def selected(record: Consumed) -> bool:
+        def selected(record: Record) -> bool:
             return wanted is None or _community_of(record.value) in wanted
 
         metrics = asyncio.run(_replay(settings, reader, selected, report, clock, awards))

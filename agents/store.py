@@ -61,24 +61,36 @@ class BatchWriter:
         self._prefix = prefix
         self._sha: str | None = None
 
-    async def apply(self, plans: Sequence[CommunityPlan]) -> list[Applied]:
-        """Apply every plan; per plan, the per-event flags and the awards it recorded."""
+    @staticmethod
+    def encode(plan: CommunityPlan) -> bytes:
+        """The plan's Lua arguments, packed (see :func:`packed`)."""
+        return packed(*plan.arguments())
+
+    async def apply(
+        self, plans: Sequence[CommunityPlan], encoded: Sequence[bytes] | None = None
+    ) -> list[Applied]:
+        """Apply every plan; per plan, the per-event flags and the awards it recorded.
+
+        ``encoded`` holds the plans' :meth:`encode` results when the caller made them
+        ahead of time.
+        """
         if not plans:
             return []
+        payloads = list(encoded) if encoded is not None else [self.encode(p) for p in plans]
         if self._sha is None:
             self._sha = await self._client.script_load(APPLY_LUA)
         try:
-            return await self._run(plans)
+            return await self._run(plans, payloads)
         except redis.exceptions.NoScriptError:
             # Redis restarted or SCRIPT FLUSH: load again once.
             self._sha = await self._client.script_load(APPLY_LUA)
-            return await self._run(plans)
+            return await self._run(plans, payloads)
 
-    async def _run(self, plans: Sequence[CommunityPlan]) -> list[Applied]:
+    async def _run(self, plans: Sequence[CommunityPlan], payloads: list[bytes]) -> list[Applied]:
         assert self._sha is not None  # noqa: S101 - set by apply()
         async with self._client.pipeline(transaction=False) as pipe:
-            for plan in plans:
-                pipe.evalsha(self._sha, 1, plan.layout.counts(), packed(*plan.arguments()))
+            for plan, payload in zip(plans, payloads, strict=True):
+                pipe.evalsha(self._sha, 1, plan.layout.counts(), payload)
             results: list[Any] = await pipe.execute()
         return [
             Applied([int(c) for c in codes], list(awards), list(flags), list(segments))

@@ -31,10 +31,13 @@ class TimedWriter:
         self.seconds = 0.0
         self.calls = 0
 
-    async def apply(self, plans: Sequence[Any]) -> Any:
+    def encode(self, plan: Any) -> Any:
+        return self._inner.encode(plan)
+
+    async def apply(self, plans: Sequence[Any], encoded: Sequence[Any] | None = None) -> Any:
         started = time.perf_counter()
         try:
-            return await self._inner.apply(plans)
+            return await self._inner.apply(plans, encoded)
         finally:
             self.seconds += time.perf_counter() - started
             self.calls += 1
@@ -46,11 +49,12 @@ class TimedWriter:
 async def _run(
     stack: Stack, workload: Workload, prefix: str, batch: int | None, profile: Path | None
 ) -> dict[str, Any]:
+    from aiokafka.structs import ConsumerRecord
     from prometheus_client import CollectorRegistry
 
     from agents.metrics import PulseMetrics
     from agents.processor import OUTBOXES, ActivityProcessor
-    from agents.rebuild import Consumed, CountedDeadLetters, Unannounced
+    from agents.rebuild import CountedDeadLetters, Unannounced
     from agents.settings import Settings
     from agents.store import BatchWriter, connect_async
 
@@ -73,9 +77,9 @@ async def _run(
         PulseMetrics(CollectorRegistry()),
         {kind.name: quiet for kind in OUTBOXES},
     )
-    stamp = time.time()
+    stamp = round(time.time() * 1000)
     records = [
-        Consumed(key, value, "bench", i % 12, i, stamp)
+        ConsumerRecord("bench", i % 12, i, stamp, 0, key, value, None, 0, len(value), ())
         for i, (key, value) in enumerate(workload.messages)
     ]
     profiler = None

@@ -381,6 +381,34 @@ def plan_activity(plan: CommunityPlan, activity: Activity, policy: Policy, now: 
     plan.activities.append(activity)
 
 
+class BatchPlanner:
+    """Plans a batch one activity at a time: :func:`plan_batch` for a caller that must
+    stay responsive while it plans (it can stop between activities)."""
+
+    __slots__ = ("plans", "_now", "_policy", "_prefix", "_seen")
+
+    def __init__(self, prefix: str, policy: Policy, now: float) -> None:
+        self.plans: dict[str, CommunityPlan] = {}
+        self._prefix = prefix
+        self._policy = policy
+        self._now = now
+        self._seen: set[tuple[str, str]] = set()
+
+    def add(self, activity: Activity) -> None:
+        """Plan ``activity`` unless its ``event_id`` was planned already in this batch."""
+        identity = (activity.community, activity.event_id)
+        if identity in self._seen:
+            return
+        self._seen.add(identity)
+        plan = self.plans.get(activity.community)
+        if plan is None:
+            layout = KeyLayout(self._prefix, activity.community)
+            plan = self.plans[activity.community] = CommunityPlan(
+                layout, community_header(layout, self._policy, self._now)
+            )
+        plan_activity(plan, activity, self._policy, self._now)
+
+
 def plan_batch(
     activities: Iterable[Activity], prefix: str, policy: Policy, now: float
 ) -> dict[str, CommunityPlan]:
@@ -389,18 +417,7 @@ def plan_batch(
     A batch may hold the same ``event_id`` twice (a producer retry); only the first is
     planned, the Lua dedupe would drop the second anyway.
     """
-    plans: dict[str, CommunityPlan] = {}
-    seen: set[tuple[str, str]] = set()
+    planner = BatchPlanner(prefix, policy, now)
     for activity in activities:
-        identity = (activity.community, activity.event_id)
-        if identity in seen:
-            continue
-        seen.add(identity)
-        plan = plans.get(activity.community)
-        if plan is None:
-            layout = KeyLayout(prefix, activity.community)
-            plan = plans[activity.community] = CommunityPlan(
-                layout, community_header(layout, policy, now)
-            )
-        plan_activity(plan, activity, policy, now)
-    return plans
+        planner.add(activity)
+    return planner.plans

@@ -28,7 +28,7 @@ class FakeRecord:
     topic: str = "pulse.activity"
     partition: int = 0
     offset: int = 0
-    timestamp: float = NOON - 1
+    timestamp: int = round((NOON - 1) * 1000)  # milliseconds, as Kafka gives it
 
 
 class FakeWriter:
@@ -43,7 +43,12 @@ class FakeWriter:
         self.failures = failures
         self.calls = 0
 
-    async def apply(self, plans: Sequence[CommunityPlan]) -> list[Applied]:
+    def encode(self, plan: CommunityPlan) -> None:
+        return None
+
+    async def apply(
+        self, plans: Sequence[CommunityPlan], encoded: Sequence[None] | None = None
+    ) -> list[Applied]:
         self.calls += 1
         if self.failures:
             self.failures -= 1

@@ -38,7 +38,7 @@ class Record:
     topic: str = "pulse.activity"
     partition: int = 3
     offset: int = 42
-    timestamp: float = NOON
+    timestamp: int = round(NOON * 1000)  # milliseconds, as Kafka gives it
 
 
 json_values = st.recursive(

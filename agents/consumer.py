@@ -1,0 +1,263 @@
+"""The worker's input: Kafka records taken in batches, applied in order, committed once applied.
+
+Faust's agents hand a stream its records one at a time, through the conductor, a channel
+queue and the stream iterator. In the worker that path cost more than decoding and
+planning the batch (see docs/performance.md). So the worker reads its input topics with
+its own aiokafka consumer, in batches, inside the Faust app: Faust still runs the
+producer, the web server, the timers and the worker's lifecycle.
+
+Guarantees, the same as with the Faust agent before:
+
+- A batch's offsets are committed only after :meth:`ActivityProcessor.apply` returned,
+  i.e. once Redis, the dead-letter topic and the output topics hold all its effects.
+  Nothing else commits: auto-commit is off.
+- One batch is applied while the next one is fetched and prepared; batches are applied
+  one at a time, in order.
+- Before partitions are taken away in a rebalance, the batch in flight is applied and
+  committed. A batch prepared but not started yet may still be applied after the
+  rebalance; its effects are idempotent by ``event_id``, and its offsets are committed
+  only for partitions this worker still owns.
+- On shutdown the batch in flight is finished and committed when
+  ``PULSE_SHUTDOWN_WAIT_FOR_BATCHES`` is true; otherwise it is abandoned uncommitted and
+  redelivered to the next worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from mode import Service
+
+from agents.metrics import PulseMetrics
+from agents.processor import ActivityProcessor, PreparedBatch
+from agents.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MAX_RETRY_DELAY = 30.0
+
+
+def consumer_options(settings: Settings, ssl_context: Any) -> dict[str, Any]:
+    """aiokafka options of the worker's consumer: the group, no auto-commit, security."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": list(settings.kafka_bootstrap_servers),
+        "client_id": f"{settings.app_id}-worker",
+        "group_id": settings.app_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "max_poll_records": settings.batch_size,
+        # A worker stalled on a Redis outage stops polling; it keeps its partitions
+        # (and the unapplied batch stays uncommitted) for this long before the group
+        # moves them on.
+        "max_poll_interval_ms": 1_000_000,
+        "session_timeout_ms": 30_000,
+        "heartbeat_interval_ms": 3_000,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if ssl_context is not None:
+        options["ssl_context"] = ssl_context
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        options.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=settings.kafka_sasl_password.reveal(),
+        )
+    return options
+
+
+class _FinishBeforeRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: ActivityConsumer) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self._owner.settle()
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        log.info("assigned %d input partition(s)", len(list(assigned)))
+
+
+class ActivityConsumer(Service):
+    """Consumes the input topics in batches and applies them through the processor."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        processor: ActivityProcessor,
+        metrics: PulseMetrics,
+        options: dict[str, Any],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._settings = settings
+        self._processor = processor
+        self._metrics = metrics
+        self._options = options
+        self._consumer: AIOKafkaConsumer | None = None
+        self._runner: asyncio.Future[None] | None = None
+        # The newest batch task; it finishes after every batch before it.
+        self._in_flight: asyncio.Future[None] | None = None
+        self._batches: set[asyncio.Future[None]] = set()
+        self._stopping = False
+
+    async def on_start(self) -> None:
+        consumer = AIOKafkaConsumer(**self._options)
+        await consumer.start()
+        consumer.subscribe(
+            topics=list(self._settings.activity_topics), listener=_FinishBeforeRevoke(self)
+        )
+        self._consumer = consumer
+
+    async def on_started(self) -> None:
+        self._runner = asyncio.ensure_future(self._run())
+
+    async def on_stop(self) -> None:
+        self._stopping = True
+        runner = self._runner
+        if runner is not None:
+            if self._settings.shutdown_wait:
+                # The loop sees _stopping within one poll and finishes its batches.
+                await asyncio.gather(runner, return_exceptions=True)
+            else:
+                # Abandoned, not committed: the next worker gets these records again.
+                abandoned = [runner, *self._batches]
+                for future in abandoned:
+                    future.cancel()
+                await asyncio.gather(*abandoned, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def settle(self) -> None:
+        """Wait until the batch in flight is applied and committed."""
+        if self._in_flight is not None:
+            await asyncio.shield(self._in_flight)
+
+    @property
+    def _started_consumer(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            raise RuntimeError("the input consumer has not started")
+        return self._consumer
+
+    async def _run(self) -> None:
+        consumer = self._started_consumer
+        processor = self._processor
+        recovered = await processor.drain_outboxes()
+        if recovered:
+            log.info("published %d message(s) left in outboxes by a previous run", recovered)
+        timeout_ms = max(1, round(self._settings.batch_within * 1000))
+        size = self._settings.batch_size
+        recorded: asyncio.Future[None] | None = None
+        # The batch task before the newest one.
+        older: asyncio.Future[None] | None = None
+        try:
+            while not self._stopping:
+                fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=size)
+                if not fetched:
+                    continue
+                records = [record for batch in fetched.values() for record in batch]
+                offsets = {tp: batch[-1].offset + 1 for tp, batch in fetched.items()}
+                # Prepared while Redis runs the Lua call of the batch before it.
+                prepared = await processor.prepare_cooperatively(records)
+                # At most two batches in flight: the one before this one recorded (its Lua
+                # call done), and the one before that done (published and committed).
+                if recorded is not None:
+                    await asyncio.shield(recorded)
+                if older is not None:
+                    await asyncio.shield(older)
+                older = self._in_flight
+                recorded = asyncio.get_running_loop().create_future()
+                task = asyncio.ensure_future(
+                    self._apply_then_commit(prepared, offsets, recorded, self._in_flight)
+                )
+                self._batches.add(task)
+                task.add_done_callback(self._batches.discard)
+                self._in_flight = task
+            await self.settle()
+        except Exception as exc:
+            # Nothing is committed past what was applied, so the safe end is to stop the
+            # worker (mode marks the app crashed) and let the group hand the partitions
+            # to a healthy one.
+            log.exception("the input consumer failed; stopping the worker")
+            self._stopping = True
+            await self.crash(exc)
+
+    async def _apply_then_commit(
+        self,
+        batch: PreparedBatch,
+        offsets: dict[TopicPartition, int],
+        recorded: asyncio.Future[None],
+        before: asyncio.Future[None] | None,
+    ) -> None:
+        """Record the batch in Redis, then (after the batch before it is done) publish
+        its outputs and commit its offsets.
+
+        Two batches overlap at most: this one's Lua call runs while the one before
+        publishes its outputs and commits.
+        """
+        try:
+            result = await self._retrying(batch, lambda: self._processor.record(batch))
+        finally:
+            if not recorded.done():
+                recorded.set_result(None)
+        if before is not None:
+            await asyncio.shield(before)
+        outcome = await self._retrying(batch, lambda: self._processor.publish(result))
+        await self._commit(offsets)
+        log.debug("batch of %d: %s", batch.size, outcome)
+
+    @staticmethod
+    async def _retrying(batch: PreparedBatch, attempt: Callable[[], Awaitable[T]]) -> T:
+        delay = 0.5
+        while True:
+            try:
+                return await attempt()
+            except Exception:
+                # Redis and broker outages are retried inside the processor; anything
+                # else (a bug, an unexpected error) must not skip the batch either: keep
+                # it, say so loudly, and try again.
+                log.exception("batch of %d failed; retrying in %.1fs", batch.size, delay)
+                await asyncio.sleep(delay)
+                delay = min(MAX_RETRY_DELAY, delay * 2)
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        consumer = self._started_consumer
+        owned = consumer.assignment()
+        mine = {tp: offset for tp, offset in offsets.items() if tp in owned}
+        if not mine:
+            return
+        try:
+            await consumer.commit(mine)
+        except KafkaError as exc:
+            # Not committing is always safe: the records are redelivered and their
+            # effects are idempotent. A later batch commits past them.
+            self._metrics.commit_errors.inc()
+            log.warning(
+                "could not commit offsets (%s: %s); the records will be redelivered",
+                type(exc).__name__,
+                exc,
+            )
+
+    async def lag(self) -> dict[str, int]:
+        """Messages behind the high watermark, per input topic, over this worker's partitions.
+
+        A partition whose high watermark or position is not known yet (just assigned, or
+        the broker is restarting) is left out until it is.
+        """
+        lag = dict.fromkeys(self._settings.activity_topics, 0)
+        consumer = self._consumer
+        if consumer is None:
+            return lag
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            try:
+                position = await asyncio.wait_for(consumer.position(tp), 1.0)
+            except (TimeoutError, KafkaError):
+                continue
+            if highwater is not None and tp.topic in lag:
+                lag[tp.topic] += max(0, highwater - position)
+        return lag
