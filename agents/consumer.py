@@ -133,9 +133,11 @@ class ActivityConsumer(Service):
             await self._consumer.stop()
 
     async def settle(self) -> None:
-        """Wait until the batch in flight is applied and committed."""
+        """Wait until the batches in flight are applied and committed (or abandoned by a
+        shutdown that does not wait)."""
         if self._in_flight is not None:
-            await asyncio.shield(self._in_flight)
+            # wait(), not await: a cancelled batch must not fail the rebalance listener.
+            await asyncio.wait([self._in_flight])
 
     @property
     def _started_consumer(self) -> AIOKafkaConsumer:

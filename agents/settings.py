@@ -221,8 +221,8 @@ class Settings:
     data_dir: str = "pulse-data"
     batch_size: int = 500
     batch_within: float = 0.05
-    # On SIGTERM, finish the batches taken from Kafka before exiting (Faust's
-    # stream_wait_empty). False exits at once; unapplied batches are then redelivered.
+    # On SIGTERM, finish the batches taken from Kafka before exiting. False exits at
+    # once; unapplied batches are then redelivered.
     shutdown_wait: bool = True
     max_future_skew: float = 300.0
     max_message_bytes: int = 65536
