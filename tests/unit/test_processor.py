@@ -43,11 +43,11 @@ class FakeWriter:
         self.failures = failures
         self.calls = 0
 
-    def encode(self, plan: CommunityPlan) -> None:
-        return None
+    def encode(self, plan: CommunityPlan) -> list[str | int]:
+        return plan.arguments()
 
     async def apply(
-        self, plans: Sequence[CommunityPlan], encoded: Sequence[None] | None = None
+        self, plans: Sequence[CommunityPlan], encoded: Sequence[Any] | None = None
     ) -> list[Applied]:
         self.calls += 1
         if self.failures:
@@ -185,6 +185,53 @@ def test_valid_invalid_and_repeated_records(
     again = run(processor, [FakeRecord(good)])
     assert (again.applied, again.duplicates) == (0, 1)
     assert sample(metrics, "pulse_events_duplicate_total", community="pycon-us") == 2
+
+
+def test_preparing_cooperatively_hands_back_the_loop_and_prepares_the_same_batch(
+    make_event: Callable[..., dict[str, Any]],
+) -> None:
+    records = [
+        FakeRecord(
+            orjson.dumps(
+                make_event(
+                    event_id=f"e{i}",
+                    community=("pycon-us", "django")[i % 2],
+                    member_id=f"m{i % 7}",
+                )
+            )
+            if i % 10
+            else b"nope",
+            offset=i,
+        )
+        for i in range(100)
+    ]
+    processor = processor_for(FakeWriter())
+    whole = processor.prepare(records)
+
+    async def prepare_while_ticking() -> tuple[Any, int]:
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        ticker = asyncio.ensure_future(tick())
+        await asyncio.sleep(0)
+        prepared = await processor.prepare_cooperatively(records)
+        ticker.cancel()
+        return prepared, ticks
+
+    sliced, ticks = asyncio.run(prepare_while_ticking())
+    # Another task ran at least once per 16 records and once per community's encoding.
+    assert ticks >= 100 // 16 + 2
+    assert [p.layout.community for p in sliced.plans] == ["django", "pycon-us"]
+    assert sliced.encoded == whole.encoded == [p.arguments() for p in whole.plans]
+    assert [p.event_ids for p in sliced.plans] == [p.event_ids for p in whole.plans]
+    assert sliced.letters == whole.letters
+    assert len(sliced.letters) == 10
+    assert sliced.stamps == whole.stamps
 
 
 def test_dead_letters_carry_reason_field_and_origin(
