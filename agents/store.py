@@ -121,12 +121,24 @@ class BatchWriter:
         ids: list[str] = await self._client.zrange(outbox_key, 0, limit - 1)
         return ids
 
-    async def records(self, records_key: str, ids: Sequence[str]) -> list[tuple[str, Any]]:
-        """The JSON records of ``ids`` (ids without a record are skipped)."""
-        if not ids:
-            return []
-        raw = await self._client.hmget(records_key, list(ids))
-        return [(i, orjson.loads(r)) for i, r in zip(ids, raw, strict=True) if r]
+    async def records(
+        self, wanted: Sequence[tuple[str, Sequence[str]]]
+    ) -> list[list[tuple[str, Any]]]:
+        """Per (records key, ids) pair, the JSON records of the ids (ids without a record
+        are skipped), read with one pipeline."""
+        asked = [(key, list(ids)) for key, ids in wanted if ids]
+        if not asked:
+            return [[] for _ in wanted]
+        async with self._client.pipeline(transaction=False) as pipe:
+            for key, ids in asked:
+                pipe.hmget(key, ids)
+            replies = iter(await pipe.execute())
+        return [
+            [(i, orjson.loads(r)) for i, r in zip(ids, next(replies), strict=True) if r]
+            if ids
+            else []
+            for _, ids in wanted
+        ]
 
     async def confirm(self, confirmed: Sequence[tuple[str, str]]) -> None:
         """Remove published ids from their outboxes: (outbox key, id) pairs."""

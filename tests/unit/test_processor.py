@@ -74,8 +74,13 @@ class FakeWriter:
     async def pending(self, outbox_key: str, limit: int = 1000) -> list[str]:
         return self.outboxes.get(outbox_key, [])[:limit]
 
-    async def records(self, records_key: str, ids: Sequence[str]) -> list[tuple[str, Any]]:
-        return [(i, self.stored[(records_key, i)]) for i in ids if (records_key, i) in self.stored]
+    async def records(
+        self, wanted: Sequence[tuple[str, Sequence[str]]]
+    ) -> list[list[tuple[str, Any]]]:
+        return [
+            [(i, self.stored[(key, i)]) for i in ids if (key, i) in self.stored]
+            for key, ids in wanted
+        ]
 
     async def confirm(self, confirmed: Sequence[tuple[str, str]]) -> None:
         for outbox_key, identity in confirmed:
