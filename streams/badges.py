@@ -23,6 +23,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Final
 
 from streams.activity import ACTIVITY_TYPES, Activity, InvalidActivity, parse_timestamp
@@ -131,8 +132,13 @@ class Badge:
         }
 
 
+@lru_cache(maxsize=65536)
 def award_id(community: str, member_id: str, badge: str, tier: str | None) -> str:
-    """Deterministic id of the award of ``badge``/``tier`` to a member of a community."""
+    """Deterministic id of the award of ``badge``/``tier`` to a member of a community.
+
+    Cached: every event that feeds a badge computes the ids of its tiers, and the same
+    members come back batch after batch.
+    """
     text = "\x1f".join((community, member_id, badge, tier or ""))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 

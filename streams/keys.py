@@ -47,7 +47,7 @@ member id or channel can never name another member's or community's key.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Final
 from urllib.parse import quote
@@ -71,16 +71,15 @@ class KeyLayout:
 
     prefix: str
     community: str
+    # The common start of every key, built once: each event names about 25 keys.
+    base: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if PREFIX_RE.fullmatch(self.prefix) is None:
             raise ValueError("key prefix must be 1..32 characters of [A-Za-z0-9_.-]")
-
-    @property
-    def base(self) -> str:
         # community is validated against [a-z0-9._-] before it gets here, so it cannot
         # contain the braces that end a hash tag.
-        return f"{self.prefix}:{{{self.community}}}"
+        object.__setattr__(self, "base", f"{self.prefix}:{{{self.community}}}")
 
     def seen(self, event_id: str) -> str:
         return f"{self.base}:seen:{escape(event_id)}"
