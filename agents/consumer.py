@@ -11,10 +11,11 @@ Guarantees, the same as with the Faust agent before:
 - A batch's offsets are committed only after :meth:`ActivityProcessor.apply` returned,
   i.e. once Redis, the dead-letter topic and the output topics hold all its effects.
   Nothing else commits: auto-commit is off.
-- One batch is applied while the next one is fetched and prepared; batches are applied
-  one at a time, in order.
-- Before partitions are taken away in a rebalance, the batch in flight is applied and
-  committed. A batch prepared but not started yet may still be applied after the
+- Batches are recorded in Redis (their Lua calls) one at a time, in order. Batch N+1's
+  Lua call runs while batch N publishes its outputs and commits, and while batch N+2 is
+  fetched and prepared. Commits are made in batch order.
+- Before partitions are taken away in a rebalance, the batches in flight are applied
+  and committed. A batch prepared but not started yet may still be applied after the
   rebalance; its effects are idempotent by ``event_id``, and its offsets are committed
   only for partitions this worker still owns.
 - On shutdown the batch in flight is finished and committed when
