@@ -118,6 +118,8 @@ class CommunityPlan:
 
     layout: KeyLayout
     header: list[str | int] = field(default_factory=list)
+    # The planning time: buckets that expire before it are late.
+    now: float = 0.0
     event_ids: list[str] = field(default_factory=list)
     # The key table: key -> 1-based index, and the flat (key, expire_at) pairs.
     key_index: dict[str, int] = field(default_factory=dict)
@@ -127,6 +129,33 @@ class CommunityPlan:
     activities: list[Activity] = field(default_factory=list)
     # award_id -> (activity, badge, tier) for every award check planned in this batch.
     checks: dict[str, tuple[Activity, Badge, str | None]] = field(default_factory=dict)
+    # The planner's lookups of key indices that recur within the call (not sent).
+    boards: dict[tuple[int, str | None], tuple[bool, tuple[int, ...]]] = field(
+        default_factory=dict, repr=False
+    )
+    windows: dict[tuple[int, int], int] = field(default_factory=dict, repr=False)
+    members: dict[str, tuple[str, int, int]] = field(default_factory=dict, repr=False)
+    score_from: int = field(init=False, repr=False)
+    score_to: int = field(init=False, repr=False)
+    _fixed: tuple[int, int, int, int, int] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        days = score_days(self.now)
+        self.score_from, self.score_to = days[0], days[-1]
+
+    def fixed(self) -> tuple[int, int, int, int, int]:
+        """Key indices of the community keys every event writes: counts, counts by
+        source, events by day, members' first and last seen."""
+        if self._fixed is None:
+            layout = self.layout
+            self._fixed = (
+                self.key(layout.counts()),
+                self.key(layout.counts_by_source()),
+                self.key(layout.events_by_day()),
+                self.key(layout.members_first_seen()),
+                self.key(layout.members_last_seen()),
+            )
+        return self._fixed
 
     def key(self, name: str, expire_at: int = 0) -> int:
         """The index of ``name`` in the key table; its expiry becomes the latest asked."""
@@ -280,83 +309,112 @@ def _plan_gates(layout: KeyLayout, activity: Activity, policy: ModerationPolicy)
     return gates
 
 
-def plan_activity(plan: CommunityPlan, activity: Activity, policy: Policy, now: float) -> None:
-    """Append one activity to ``plan``; buckets past retention are skipped (late)."""
+def _boards(
+    plan: CommunityPlan, day: int, channel: str | None, retention: Retention
+) -> tuple[bool, tuple[int, ...]]:
+    """Whether some leaderboard bucket of ``day`` is past retention, and the key indices
+    of the boards an event of that day (and channel) moves, in :data:`PERIODS` order."""
+    cached = plan.boards.get((day, channel))
+    if cached is not None:
+        return cached
     layout = plan.layout
-    retention = policy.retention
-    member = activity.member_id
-    ts = activity.occurred_at
-    ts_ms = int(ts * 1000)
-    day = int(ts // DAY_SECONDS)
-    earned = policy.points[activity.type]
-    ops: list[str | int] = []
     late = False
-
-    def op(kind: str, key: str, fld: str, amount: int, expire_at: int) -> None:
-        ops.extend((kind, plan.key(key, expire_at), fld, amount))
-
-    op("H", layout.counts(), activity.type, 1, 0)
-    op("H", layout.counts_by_source(), f"{activity.type}|{activity.source}", 1, 0)
-    op("H", layout.events_by_day(), str(day), 1, 0)
+    indices: list[int] = []
     for period in PERIODS:
-        bucket = period_bucket(period, ts)
+        bucket = period_bucket(period, day * DAY_SECONDS)
         expire_at = 0
         if bucket.end is not None:
             expire_at = _expire(bucket.end, retention.for_period(period))
-            if expire_at <= now:
+            if expire_at <= plan.now:
                 late = True
                 continue
-        op("Z", layout.leaderboard(period, bucket.label), member, -earned, expire_at)
-        if activity.channel is not None and period in CHANNEL_PERIODS:
-            op(
-                "Z",
-                layout.leaderboard(period, bucket.label, activity.channel),
-                member,
-                -earned,
-                expire_at,
-            )
+        indices.append(plan.key(layout.leaderboard(period, bucket.label), expire_at))
+        if channel is not None and period in CHANNEL_PERIODS:
+            board = layout.leaderboard(period, bucket.label, channel)
+            indices.append(plan.key(board, expire_at))
+    cached = plan.boards[(day, channel)] = (late, tuple(indices))
+    return cached
+
+
+def _window(plan: CommunityPlan, name: str, index: int, granularity: int, keep: int) -> int:
+    """The key index of a window bucket; 0 when the bucket is past retention."""
+    cached = plan.windows.get((granularity, index))
+    if cached is None:
+        expire_at = _expire((index + 1) * granularity, keep)
+        cached = (
+            0 if expire_at <= plan.now else plan.key(plan.layout.window(name, index), expire_at)
+        )
+        plan.windows[(granularity, index)] = cached
+    return cached
+
+
+def _member(plan: CommunityPlan, member: str) -> tuple[str, int, int]:
+    """A member's profile key, its key index and the index of the member's days set."""
+    cached = plan.members.get(member)
+    if cached is None:
+        layout = plan.layout
+        key = layout.member(member)
+        cached = (key, plan.key(key), plan.key(layout.member_days(member)))
+        plan.members[member] = cached
+    return cached
+
+
+def plan_activity(plan: CommunityPlan, activity: Activity, policy: Policy) -> None:
+    """Append one activity to ``plan``; buckets past ``plan.now`` plus retention are
+    skipped (late).
+
+    The hot path of the worker: about 20 ops per event. Key indices that recur within
+    a call (the day's leaderboards, window buckets, a member's keys) are looked up once
+    per plan, see :func:`_boards`, :func:`_window` and :func:`_member`.
+    """
+    layout = plan.layout
+    retention = policy.retention
+    key = plan.key
+    member = activity.member_id
+    kind = activity.type
+    ts = activity.occurred_at
+    ts_ms = int(ts * 1000)
+    day = int(ts // DAY_SECONDS)
+    day_field = str(day)
+    earned = policy.points[kind]
+    counts, by_source, by_day, first_seen, last_seen = plan.fixed()
+    ops: list[str | int] = [
+        "H", counts, kind, 1,
+        "H", by_source, f"{kind}|{activity.source}", 1,
+        "H", by_day, day_field, 1,
+    ]  # fmt: skip
+    late, boards = _boards(plan, day, activity.channel, retention)
+    for index in boards:
+        ops.extend(("Z", index, member, -earned))
+    keep = retention.window_seconds
     for name, granularity in GRANULARITIES.items():
-        index = int(ts // granularity)
-        expire_at = _expire((index + 1) * granularity, retention.window_seconds)
-        if expire_at <= now:
+        index = _window(plan, name, int(ts // granularity), granularity, keep)
+        if index:
+            ops.extend(("H", index, member, earned))
+        else:
             late = True
-            continue
-        op("H", layout.window(name, index), member, earned, expire_at)
-    member_key = layout.member(member)
-    op("H", member_key, "points", earned, 0)
-    op("H", member_key, "events", 1, 0)
-    op("H", member_key, f"type:{activity.type}", 1, 0)
-    op("MIN", member_key, "first_seen", ts_ms, 0)
-    op("MAX", member_key, "last_seen", ts_ms, 0)
-    op("S", layout.member_days(member), str(day), 1, 0)
-    op("LT", layout.members_first_seen(), member, ts_ms, 0)
-    op("GT", layout.members_last_seen(), member, ts_ms, 0)
-    if activity.type == "feedback.submitted":
-        rating = (activity.attributes or {}).get("rating")
-        if isinstance(rating, int):
-            op("H", layout.feedback_by_day(), f"{day}:sum", rating, 0)
-            op("H", layout.feedback_by_day(), f"{day}:n", 1, 0)
-    thread = (activity.attributes or {}).get("thread_id")
-    if isinstance(thread, str | int) and not isinstance(thread, bool):
-        thread_expiry = _expire(ts, retention.thread_seconds)
-        if (kind := THREAD_OPENERS.get(activity.type)) is not None:
-            op("open", layout.thread(kind, str(thread)[:128]), member, ts_ms, thread_expiry)
-        elif (kind := THREAD_REPLIES.get(activity.type)) is not None:
-            op(
-                "reply",
-                layout.thread(kind, str(thread)[:128]),
-                layout.first_response(kind),
-                ts_ms,
-                thread_expiry,
-            )
+    member_key, member_index, days_index = _member(plan, member)
+    ops.extend(
+        (
+            "H", member_index, "points", earned,
+            "H", member_index, "events", 1,
+            "H", member_index, f"type:{kind}", 1,
+            "MIN", member_index, "first_seen", ts_ms,
+            "MAX", member_index, "last_seen", ts_ms,
+            "S", days_index, day_field, 1,
+            "LT", first_seen, member, ts_ms,
+            "GT", last_seen, member, ts_ms,
+        )
+    )  # fmt: skip
+    attributes = activity.attributes
+    if attributes:
+        _plan_attributes(plan, activity, attributes, retention, ts_ms, day, ops)
     score_key = ""
-    if earned and day in score_days(now):
+    if earned and plan.score_from <= day <= plan.score_to:
         score_key = layout.member_score_days(member)
-        op("h", score_key, str(day), earned, 0)
+        ops.extend(("h", key(score_key), day_field, earned))
     checks: list[str | int] = []
-    check_count = _plan_badges(
-        layout, activity, policy.badges_fed_by(activity.type), ops, checks, plan
-    )
+    check_count = _plan_badges(layout, activity, policy.badges_fed_by(kind), ops, checks, plan)
     gates = _plan_gates(layout, activity, policy.moderation)
 
     plan.event_ids.append(activity.event_id)
@@ -379,6 +437,34 @@ def plan_activity(plan: CommunityPlan, activity: Activity, policy: Policy, now: 
     plan.args.extend(checks)
     plan.late.append(late)
     plan.activities.append(activity)
+
+
+def _plan_attributes(
+    plan: CommunityPlan,
+    activity: Activity,
+    attributes: Mapping[str, object],
+    retention: Retention,
+    ts_ms: int,
+    day: int,
+    ops: list[str | int],
+) -> None:
+    """Ops fed by an activity's attributes: feedback ratings and discussion threads."""
+    layout = plan.layout
+    key = plan.key
+    if activity.type == "feedback.submitted":
+        rating = attributes.get("rating")
+        if isinstance(rating, int):
+            feedback = key(layout.feedback_by_day())
+            ops.extend(("H", feedback, f"{day}:sum", rating, "H", feedback, f"{day}:n", 1))
+    thread = attributes.get("thread_id")
+    if isinstance(thread, str | int) and not isinstance(thread, bool):
+        thread_expiry = _expire(activity.occurred_at, retention.thread_seconds)
+        if (kind := THREAD_OPENERS.get(activity.type)) is not None:
+            opened = key(layout.thread(kind, str(thread)[:128]), thread_expiry)
+            ops.extend(("open", opened, activity.member_id, ts_ms))
+        elif (kind := THREAD_REPLIES.get(activity.type)) is not None:
+            replied = key(layout.thread(kind, str(thread)[:128]), thread_expiry)
+            ops.extend(("reply", replied, layout.first_response(kind), ts_ms))
 
 
 class BatchPlanner:
@@ -404,9 +490,9 @@ class BatchPlanner:
         if plan is None:
             layout = KeyLayout(self._prefix, activity.community)
             plan = self.plans[activity.community] = CommunityPlan(
-                layout, community_header(layout, self._policy, self._now)
+                layout, community_header(layout, self._policy, self._now), now=self._now
             )
-        plan_activity(plan, activity, self._policy, self._now)
+        plan_activity(plan, activity, self._policy)
 
 
 def plan_batch(
