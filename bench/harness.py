@@ -97,6 +97,8 @@ def _short(entry: dict[str, Any]) -> str:
         "redis_cpu_cores",
         "kafka_cpu_cores",
         "machine_busy_cores",
+        "machine_steal_cores",
+        "reference_loop_ms",
         "mean_batch_records",
         "us_per_event_python",
         "us_per_event_apply",

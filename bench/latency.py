@@ -228,7 +228,9 @@ def _measure(
         threads.append(threading.Thread(target=awards, daemon=True))
     for thread in threads:
         thread.start()
+    reference_ms = procs.reference_loop_ms()
     cpu0 = worker.cpu_seconds()
+    steal0 = procs.machine_steal_seconds()
     t0 = time.monotonic()
     i = 0
     probe_n = 0
@@ -267,6 +269,7 @@ def _measure(
     elapsed = time.monotonic() - t0
     producer.flush(30)
     cpu = worker.cpu_seconds() - cpu0
+    steal = procs.machine_steal_seconds() - steal0
     stop_deadline[0] = time.monotonic() + 30
     stop.set()
     for thread in threads:
@@ -288,6 +291,8 @@ def _measure(
         "seconds": round(elapsed, 1),
         "poll_interval_ms": POLL_INTERVAL * 1000,
         "worker_cpu_cores": round(cpu / elapsed, 2),
+        "machine_steal_cores": round(steal / elapsed, 2),
+        "reference_loop_ms": reference_ms,
         "visible": _stats(lat),
         "missing_visible": len(measured_probes) - len(lat),
     }

@@ -23,11 +23,39 @@ ROOT = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def machine_busy_seconds() -> float:
-    """CPU seconds all cores of the machine spent not idle (from /proc/stat), any process."""
+def _cpu_ticks() -> list[int]:
+    """The machine-wide line of /proc/stat: user nice system idle iowait irq softirq steal."""
     fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / CLK_TCK
+    return (fields + [0] * 8)[:8]
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores of the machine spent running something (from /proc/stat),
+    any process; neither idle, iowait nor steal."""
+    user, nice, system, _idle, _iowait, irq, softirq, _steal = _cpu_ticks()
+    return (user + nice + system + irq + softirq) / CLK_TCK
+
+
+def machine_steal_seconds() -> float:
+    """CPU seconds the hypervisor gave to other guests while this machine wanted to run
+    (``steal`` in /proc/stat). Throughput falls when it rises, whatever the code does."""
+    return _cpu_ticks()[7] / CLK_TCK
+
+
+def reference_loop_ms(rounds: int = 5) -> float:
+    """Milliseconds one core takes for a fixed piece of pure Python, best of ``rounds``.
+
+    Taken just before a scenario: on a shared virtual machine the speed of a core moves
+    by tens of percent between minutes, and this shows by how much.
+    """
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        table: dict[int, str] = {}
+        for i in range(100_000):
+            table[i & 1023] = f"k{i}"
+        best = min(best, time.perf_counter() - start)
+    return round(best * 1000, 1)
 
 
 def pid_cpu_seconds(pid: int) -> float:

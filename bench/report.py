@@ -167,6 +167,16 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _by_round(rounds: list[dict[str, Any]], field: str) -> dict[str, list[float]]:
+    """Per scenario, ``field`` of each round that measured it."""
+    values: dict[str, list[float]] = {}
+    for r in rounds:
+        for key, entry in r.items():
+            if isinstance(entry, dict) and field in entry:
+                values.setdefault(key, []).append(float(entry[field]))
+    return values
+
+
 def _fmt(value: Any, digits: int = 0) -> str:
     if value is None:
         return "-"
@@ -219,12 +229,24 @@ def render(result: dict[str, Any]) -> str:
         + ", ".join(f"{k} {_fmt(v, 2)}" for k, v in ratios.items()),
         "",
     ]
+    for field, text in (
+        (
+            "reference_loop_ms",
+            "How fast a core was, just before each scenario (ms for a fixed piece of Python, "
+            "lower is faster), by round",
+        ),
+        ("machine_steal_cores", "Cores taken by the hypervisor (steal) during each, by round"),
+    ):
+        measured = _by_round(result["rounds"], field)
+        if measured:
+            rows = (f"{k} {' / '.join(_fmt(v, 2) for v in vs)}" for k, vs in measured.items())
+            lines += [f"{text}: " + "; ".join(rows) + ".", ""]
     s4 = result.get("s4")
     if isinstance(s4, dict) and s4:
         lines += [
             "| S4 load | target / achieved events/s | visible p50 / p99 / p99.9 ms "
-            "| award p50 / p99 / p99.9 ms |",
-            "|---|---:|---:|---:|",
+            "| award p50 / p99 / p99.9 ms | reference ms / steal cores |",
+            "|---|---:|---:|---:|---:|",
         ]
         for name, entry in s4.items():
             if not isinstance(entry, dict) or "visible" not in entry:
@@ -239,7 +261,8 @@ def render(result: dict[str, Any]) -> str:
             lines.append(
                 f"| {name} | {_fmt(entry['target_rate'])} / {_fmt(entry['achieved_rate'])} | "
                 f"{_fmt(v['p50_ms'], 1)} / {_fmt(v['p99_ms'], 1)} / {_fmt(v['p99_9_ms'], 1)} "
-                f"| {award} |"
+                f"| {award} | {_fmt(entry.get('reference_loop_ms'), 1)} / "
+                f"{_fmt(entry.get('machine_steal_cores'), 2)} |"
             )
         lines.append("")
     s5 = result.get("s5")

@@ -86,6 +86,7 @@ def run_ours(
     prefix = ctx.names.prefix(scenario)
     redis = ctx.stack.redis()
     env_extra = {**ctx.worker_env, **(extra_env or {})}
+    reference_ms = procs.reference_loop_ms()
     started: list[procs.Proc] = []
     ports: list[int] = []
     try:
@@ -117,6 +118,7 @@ def run_ours(
                 lambda: redis_cpu(redis),
                 procs.kafka_broker_cpu,
                 procs.machine_busy_seconds,
+                procs.machine_steal_seconds,
             ],
         )
         texts = [scrape(port) for port in ports]
@@ -140,10 +142,12 @@ def run_ours(
                         os.kill(child, signal.SIGKILL)
     result = progress.summary()
     busy = progress.busy()
-    result["worker_cpu_cores"] = busy[:-3]
-    result["redis_cpu_cores"] = busy[-3]
-    result["kafka_cpu_cores"] = busy[-2]
-    result["machine_busy_cores"] = busy[-1]
+    result["worker_cpu_cores"] = busy[:-4]
+    result["redis_cpu_cores"] = busy[-4]
+    result["kafka_cpu_cores"] = busy[-3]
+    result["machine_busy_cores"] = busy[-2]
+    result["machine_steal_cores"] = busy[-1]
+    result["reference_loop_ms"] = reference_ms
     result["workers"] = workers
     result["worker_rss_mb"] = [round(m.get("VmRSS", 0) / 2**20, 1) for m in memory]
     result["worker_peak_rss_mb"] = [round(m.get("VmHWM", 0) / 2**20, 1) for m in memory]
@@ -173,6 +177,7 @@ def run_peer(ctx: Context, peer: str, topic: str, expected: Expected, tag: str) 
         }
     )
     module = {"quix": "bench.peers.quix_job", "faust_naive": "bench.peers.faust_naive"}[peer]
+    reference_ms = procs.reference_loop_ms()
     proc = procs.start(scenario, ["-m", module], env, ctx.log_dir)
     try:
         progress = procs.wait_progress(
@@ -187,6 +192,7 @@ def run_peer(ctx: Context, peer: str, topic: str, expected: Expected, tag: str) 
                 lambda: redis_cpu(redis),
                 procs.kafka_broker_cpu,
                 procs.machine_busy_seconds,
+                procs.machine_steal_seconds,
             ],
         )
         memory = proc.status()
@@ -199,6 +205,8 @@ def run_peer(ctx: Context, peer: str, topic: str, expected: Expected, tag: str) 
     result["redis_cpu_cores"] = busy[1]
     result["kafka_cpu_cores"] = busy[2]
     result["machine_busy_cores"] = busy[3]
+    result["machine_steal_cores"] = busy[4]
+    result["reference_loop_ms"] = reference_ms
     result["worker_peak_rss_mb"] = [round(memory.get("VmHWM", 0) / 2**20, 1)]
     result["verified"] = verify(redis, prefix, expected, peer, counts=False)
     delete_prefix(redis, prefix)
