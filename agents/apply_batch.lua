@@ -215,12 +215,14 @@ local function open_thread(thread, author, at)
 end
 
 -- The key table (see streams/effects.py): ops name keys by index.
+-- K maps an op's index (as sent, a string) to its key; E holds the expiry of the keys
+-- that have one (a key kept forever is not in E, so most ops mark nothing).
 local K, E = {}, {}
 local nkeys = tonumber(ARGV[18])
 for j = 1, nkeys do
-  local key = ARGV[17 + 2 * j]
-  K[j] = key
-  E[key] = ARGV[18 + 2 * j]
+  local key, expire_at = ARGV[17 + 2 * j], ARGV[18 + 2 * j]
+  K[tostring(j)] = key
+  if expire_at ~= '0' then E[key] = expire_at end
 end
 local i = 19 + 2 * nkeys
 -- Upper-case ops are added up here and written once per (key, field) at the end: a busy
@@ -255,8 +257,8 @@ while i <= n do
   local live = fresh and not moderated
   for _ = 1, nops do
     if live then
-      local op, k, field, amount = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
-      local key = K[k]
+      local op, field, amount = ARGV[i], ARGV[i + 2], ARGV[i + 3]
+      local key = K[ARGV[i + 1]]
       if op == 'Z' or op == 'H' then
         local sums = (op == 'Z' and zsum or hsum)
         local t = sums[key]
@@ -282,7 +284,7 @@ while i <= n do
       else
         return redis.error_reply('unknown op ' .. op)
       end
-      if op ~= 'reply' then touched[key] = true end
+      if op ~= 'reply' and E[key] ~= nil then touched[key] = true end
     end
     i = i + 4
   end
@@ -376,6 +378,6 @@ for _, op in ipairs({'MIN', 'MAX'}) do
   end
 end
 for key in pairs(touched) do
-  if E[key] ~= nil and E[key] ~= '0' then redis.call('EXPIREAT', key, E[key]) end
+  if E[key] ~= nil then redis.call('EXPIREAT', key, E[key]) end
 end
 return {codes, fired_awards, fired_flags, fired_segments}
