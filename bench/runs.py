@@ -15,7 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,20 @@ def _batch_stats(texts: list[str]) -> dict[str, Any]:
     return out
 
 
+# What the meters of _shared_meters() report, in their order.
+SHARED_CORES = ("redis_cpu_cores", "kafka_cpu_cores", "machine_busy_cores", "machine_steal_cores")
+
+
+def _shared_meters(redis: Any) -> list[Callable[[], float]]:
+    """The meters read beside a job's own processes: Redis, the broker, the machine."""
+    return [
+        lambda: redis_cpu(redis),
+        procs.kafka_broker_cpu,
+        procs.machine_busy_seconds,
+        procs.machine_steal_seconds,
+    ]
+
+
 def run_ours(
     ctx: Context,
     scenario: str,
@@ -115,10 +129,7 @@ def run_ours(
             launched=started[0].started,
             meters=[
                 *(p.cpu_seconds for p in started),
-                lambda: redis_cpu(redis),
-                procs.kafka_broker_cpu,
-                procs.machine_busy_seconds,
-                procs.machine_steal_seconds,
+                *_shared_meters(redis),
             ],
         )
         texts = [scrape(port) for port in ports]
@@ -142,11 +153,8 @@ def run_ours(
                         os.kill(child, signal.SIGKILL)
     result = progress.summary()
     busy = progress.busy()
-    result["worker_cpu_cores"] = busy[:-4]
-    result["redis_cpu_cores"] = busy[-4]
-    result["kafka_cpu_cores"] = busy[-3]
-    result["machine_busy_cores"] = busy[-2]
-    result["machine_steal_cores"] = busy[-1]
+    result["worker_cpu_cores"] = busy[:workers]
+    result.update(zip(SHARED_CORES, busy[workers:], strict=True))
     result["reference_loop_ms"] = reference_ms
     result["workers"] = workers
     result["worker_rss_mb"] = [round(m.get("VmRSS", 0) / 2**20, 1) for m in memory]
@@ -189,10 +197,7 @@ def run_peer(ctx: Context, peer: str, topic: str, expected: Expected, tag: str) 
             launched=proc.started,
             meters=[
                 proc.cpu_seconds,
-                lambda: redis_cpu(redis),
-                procs.kafka_broker_cpu,
-                procs.machine_busy_seconds,
-                procs.machine_steal_seconds,
+                *_shared_meters(redis),
             ],
         )
         memory = proc.status()
@@ -202,10 +207,7 @@ def run_peer(ctx: Context, peer: str, topic: str, expected: Expected, tag: str) 
     result = progress.summary()
     busy = progress.busy()
     result["worker_cpu_cores"] = busy[:1]
-    result["redis_cpu_cores"] = busy[1]
-    result["kafka_cpu_cores"] = busy[2]
-    result["machine_busy_cores"] = busy[3]
-    result["machine_steal_cores"] = busy[4]
+    result.update(zip(SHARED_CORES, busy[1:], strict=True))
     result["reference_loop_ms"] = reference_ms
     result["worker_peak_rss_mb"] = [round(memory.get("VmHWM", 0) / 2**20, 1)]
     result["verified"] = verify(redis, prefix, expected, peer, counts=False)
