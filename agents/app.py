@@ -23,7 +23,8 @@ from agents.health import CommunityHealthCollector
 from agents.metrics import PulseMetrics
 from agents.processor import ActivityProcessor, DeadLetter, KafkaUnavailable
 from agents.settings import Settings
-from agents.store import BatchWriter, Reader, connect, connect_async
+from agents.store import Reader, connect, connect_async
+from agents.writer import StateWriter
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     redis_url = settings.redis_url.reveal()
     state: dict[str, Any] = {}
     # The asyncio Redis client connects lazily, inside the worker's event loop.
-    writer = BatchWriter(connect_async(redis_url), settings.redis_key_prefix)
+    writer = StateWriter(connect_async(redis_url), settings.redis_key_prefix)
     processor = ActivityProcessor(settings, writer, FaustDeadLetters(dlq_topic), metrics, sinks)
     consumer = ActivityConsumer(
         settings, processor, metrics, consumer_options(settings, context), loop=app.loop
@@ -155,19 +156,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     app.service(consumer)  # type: ignore[arg-type]
 
     # An exception that leaves a Faust timer crashes the whole worker, so the periodic
-    # jobs log their failures and try again on the next tick instead.
-    @app.timer(interval=settings.segment_sweep_seconds)  # type: ignore[untyped-decorator]
-    async def sweep_segments() -> None:
-        try:
-            changed = await processor.sweep_segments()
-        except Exception:
-            log.exception(
-                "segment sweep failed; trying again in %.0fs", settings.segment_sweep_seconds
-            )
-            return
-        if changed:
-            log.info("segment sweep: %d downgrade(s) published", changed)
-
+    # jobs log their failures and try again on the next tick instead. (Segment
+    # downgrades are swept by the consumer between batches: they change member state.)
     @app.timer(interval=10.0)  # type: ignore[untyped-decorator]
     async def measure_consumer_lag() -> None:
         try:

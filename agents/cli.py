@@ -411,27 +411,16 @@ def cmd_badges(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def backtest(path: str, settings: Settings, as_json: bool) -> int:
-    """Evaluate the catalog over a file with the in-memory ledger: no Kafka, no Redis."""
-    from streams.effects import Retention, plan_batch
-    from streams.ledger import MemoryLedger
+    """Evaluate the catalog over a file with the worker's evaluator: no Kafka, no Redis."""
+    from streams.policy import Retention
+    from streams.replay import Replay
 
     now = time.time()
-    ledger = MemoryLedger()
     keep = Retention(
         day_seconds=10**10, week_seconds=10**10, month_seconds=10**10, window_seconds=10**10
     )
-    policy = replace(settings.policy, retention=keep)
+    history = Replay(replace(settings.policy, retention=keep), settings.redis_key_prefix)
     valid = invalid = 0
-    batch: list[Activity] = []
-    communities: dict[str, str] = {}
-
-    def flush() -> None:
-        plans = plan_batch(batch, settings.redis_key_prefix, policy, now)
-        for plan in plans.values():
-            communities.update(dict.fromkeys(plan.checks, plan.layout.community))
-        ledger.apply(list(plans.values()))
-        batch.clear()
-
     # The worker's checks, so a line the worker would dead-letter (an oversized one
     # too) is skipped here as invalid.
     for _, _, activity, _ in scan_jsonl(
@@ -440,26 +429,26 @@ def backtest(path: str, settings: Settings, as_json: bool) -> int:
         if activity is None:
             invalid += 1
             continue
-        batch.append(activity)
+        history.feed((activity,))
         valid += 1
-        if len(batch) >= 5000:
-            flush()
-    flush()
-    awards = [
-        {
-            "community": communities[a.award_id],
-            "member_id": a.member_id,
-            "badge": a.badge,
-            "tier": a.tier,
-            "awarded_at": format_instant(a.at_ms / 1000),
-            "evidence": [a.evidence],
-            "award_id": a.award_id,
-        }
-        for a in ledger.awards
-    ]
+    awards = sorted(
+        (
+            {
+                "community": community,
+                "member_id": record["member_id"],
+                "badge": record["badge"],
+                "tier": record["tier"] or None,
+                "awarded_at": format_instant(int(record["at_ms"]) / 1000),
+                "evidence": [record["evidence"]],
+                "award_id": identity,
+            }
+            for community, identity, record in history.awards()
+        ),
+        key=lambda a: (a["awarded_at"], a["community"], a["award_id"]),
+    )
     totals: dict[str, int] = {}
-    for fired in ledger.awards:
-        name = fired.badge + (f" {fired.tier}" if fired.tier else "")
+    for award in awards:
+        name = str(award["badge"]) + (f" {award['tier']}" if award["tier"] else "")
         totals[name] = totals.get(name, 0) + 1
     if as_json:
         _print_json(

@@ -11,13 +11,19 @@ Guarantees, the same as with the Faust agent before:
 - A batch's offsets are committed only after :meth:`ActivityProcessor.apply` returned,
   i.e. once Redis, the dead-letter topic and the output topics hold all its effects.
   Nothing else commits: auto-commit is off.
-- Batches are recorded in Redis (their Lua calls) one at a time, in order. Batch N+1's
-  Lua call runs while batch N publishes its outputs and commits, and while batch N+2 is
-  fetched and prepared. Commits are made in batch order.
+- Batches are recorded in Redis (one fenced write per community) one at a time, in
+  order. Batch N+1's write runs while batch N publishes its outputs and commits, and
+  while batch N+2 is fetched and evaluated. Commits are made in batch order.
+- The worker owns the member state of its partitions. Partitions are assigned with
+  Kafka's range assignor, so partition ``p`` of every input topic goes to the same
+  worker: a member's events (keyed by ``member_id``) all reach one owner, provided the
+  input topics have the same number of partitions.
 - Before partitions are taken away in a rebalance, the batches in flight are applied
-  and committed. A batch prepared but not started yet may still be applied after the
-  rebalance; its effects are idempotent by ``event_id``, and its offsets are committed
-  only for partitions this worker still owns.
+  and committed; then the state is dropped. A batch evaluated before the rebalance but
+  not written yet is dropped (its records are read again from the committed offsets).
+  On assignment the worker takes a new owner epoch per partition: a write of an older
+  owner (a zombie paused across the rebalance) is refused by Redis, and the zombie
+  drops its state and reads again from its committed offsets.
 - On shutdown the batch in flight is finished and committed when
   ``PULSE_SHUTDOWN_WAIT_FOR_BATCHES`` is true; otherwise it is abandoned uncommitted and
   redelivered to the next worker.
@@ -31,12 +37,15 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
+from kafka.partitioner.default import murmur2
 from mode import Service
 
 from agents.metrics import PulseMetrics
-from agents.processor import ActivityProcessor, PreparedBatch
+from agents.processor import ActivityProcessor, PreparedBatch, StaleBatch
 from agents.settings import Settings
+from agents.writer import Fenced
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -51,6 +60,8 @@ def consumer_options(settings: Settings, ssl_context: Any) -> dict[str, Any]:
         "client_id": f"{settings.app_id}-worker",
         "group_id": settings.app_id,
         "enable_auto_commit": False,
+        # Partition p of every input topic to the same worker: the owner of a member.
+        "partition_assignment_strategy": (RangePartitionAssignor,),
         "auto_offset_reset": "earliest",
         "max_poll_records": settings.batch_size,
         # A worker stalled on a Redis outage stops polling; it keeps its partitions
@@ -78,9 +89,12 @@ class _FinishBeforeRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         await self._owner.settle()
+        self._owner.processor.reset()
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        log.info("assigned %d input partition(s)", len(list(assigned)))
+        partitions = sorted((tp.topic, tp.partition) for tp in assigned)
+        await self._owner.processor.assign(partitions)
+        log.info("assigned %d input partition(s)", len(partitions))
 
 
 class ActivityConsumer(Service):
@@ -105,6 +119,14 @@ class ActivityConsumer(Service):
         self._in_flight: asyncio.Future[None] | None = None
         self._batches: set[asyncio.Future[None]] = set()
         self._stopping = False
+        # Set when a batch was dropped unwritten (fenced or stale): read again from the
+        # committed offsets once the batches in flight are done.
+        self._refetch = False
+        self._next_sweep = 0.0
+
+    @property
+    def processor(self) -> ActivityProcessor:
+        return self._processor
 
     async def on_start(self) -> None:
         consumer = AIOKafkaConsumer(**self._options)
@@ -159,13 +181,22 @@ class ActivityConsumer(Service):
         older: asyncio.Future[None] | None = None
         try:
             while not self._stopping:
+                if self._refetch:
+                    await self._read_again()
+                    continue
+                if asyncio.get_running_loop().time() >= self._next_sweep:
+                    await self._sweep()
                 fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=size)
                 if not fetched:
                     continue
                 records = [record for batch in fetched.values() for record in batch]
                 offsets = {tp: batch[-1].offset + 1 for tp, batch in fetched.items()}
-                # Prepared while Redis runs the Lua call of the batch before it.
-                prepared = await processor.prepare_cooperatively(records)
+                # Evaluated while Redis applies the batch before it.
+                try:
+                    prepared = await processor.prepare_cooperatively(records)
+                except StaleBatch:
+                    self._refetch = True
+                    continue
                 # At most two batches in flight: the one before this one recorded (its Lua
                 # call done), and the one before that done (published and committed).
                 if recorded is not None:
@@ -203,7 +234,15 @@ class ActivityConsumer(Service):
         publishes its outputs and commits.
         """
         try:
+            if self._refetch:
+                raise StaleBatch("a batch before this one was dropped")
             result = await self._retrying(batch, lambda: self._processor.record(batch))
+        except (Fenced, StaleBatch) as exc:
+            # Not written, not committed: read again from the committed offsets.
+            if isinstance(exc, Fenced):
+                log.warning("batch refused, %s; reading again from the committed offsets", exc)
+            self._refetch = True
+            return
         finally:
             if not recorded.done():
                 recorded.set_result(None)
@@ -213,12 +252,57 @@ class ActivityConsumer(Service):
         await self._commit(offsets)
         log.debug("batch of %d: %s", batch.size, outcome)
 
+    async def _read_again(self) -> None:
+        """After a dropped batch: once nothing is in flight, forget the engine state and
+        go back to the committed offsets (the beginning where nothing is committed)."""
+        await self.settle()
+        consumer = self._started_consumer
+        self._processor.reset()
+        assigned = consumer.assignment()
+        if assigned:
+            committed = await consumer.seek_to_committed()
+            fresh = [tp for tp, offset in committed.items() if not offset]
+            if fresh:
+                await consumer.seek_to_beginning(*fresh)
+        self._refetch = False
+        await asyncio.sleep(0.1)
+
+    def partition_of(self, member_id: str) -> int:
+        """The input partition number of a member (the producers' default partitioner,
+        murmur2 of the key, as kafka-python and aiokafka use)."""
+        consumer = self._started_consumer
+        partitions = consumer.partitions_for_topic(self._settings.activity_topics[0]) or {0}
+        return int(murmur2(member_id.encode()) & 0x7FFFFFFF) % len(partitions)
+
+    async def _sweep(self) -> None:
+        """Segment downgrades due by stream time, between batches."""
+        loop = asyncio.get_running_loop()
+        self._next_sweep = loop.time() + self._settings.segment_sweep_seconds
+        await self.settle()
+        if self._refetch:
+            return
+        try:
+            changed = await self._processor.sweep_segments(self.partition_of)
+        except Fenced as exc:
+            log.warning("segment sweep refused, %s", exc)
+            self._refetch = True
+            return
+        except Exception:
+            log.exception(
+                "segment sweep failed; trying again in %.0fs", self._settings.segment_sweep_seconds
+            )
+            return
+        if changed:
+            log.info("segment sweep: %d downgrade(s) published", changed)
+
     @staticmethod
     async def _retrying(batch: PreparedBatch, attempt: Callable[[], Awaitable[T]]) -> T:
         delay = 0.5
         while True:
             try:
                 return await attempt()
+            except (Fenced, StaleBatch):
+                raise
             except Exception:
                 # Redis and broker outages are retried inside the processor; anything
                 # else (a bug, an unexpected error) must not skip the batch either: keep

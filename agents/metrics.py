@@ -109,6 +109,12 @@ class PulseMetrics:
             "Failed attempts to publish to the dead-letter topic (retried).",
             registry=registry,
         )
+        self.fenced_batches = Counter(
+            f"{prefix}_fenced_batches",
+            "Batches refused because a newer owner holds one of their partitions (a "
+            "worker that lost its partitions while paused; nothing of them was written).",
+            registry=registry,
+        )
         self.commit_errors = Counter(
             f"{prefix}_commit_errors",
             "Offset commits that failed after the batch was applied (its records are "

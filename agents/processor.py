@@ -1,12 +1,16 @@
-"""The activity pipeline of one batch: decode, validate, plan, apply, dead-letter, count.
+"""The activity pipeline of one batch: decode, validate, evaluate, write, dead-letter, count.
 
 Kept free of Faust so it can be driven by the worker's consumer, the rebuild command or
 a test alike. Nothing here acknowledges Kafka records: the caller does, after
 :meth:`ActivityProcessor.process` has returned, i.e. after Redis, the DLQ and the
 output topics hold every effect of the batch.
 
-Awards, moderation flags and segment changes follow one outbox pattern: the Lua call
-that applies an event records them in Redis together with an outbox entry; they are
+The rules run here, in the worker, over the member states it owns
+(:func:`streams.evaluator.evaluate`); Redis receives each batch's results in one
+fenced write per community (:mod:`agents.writer`).
+
+Awards, moderation flags and segment changes follow one outbox pattern: the write
+that applies a batch records them in Redis together with an outbox entry; they are
 published, and only after the broker acknowledged them are they removed from the
 outbox. A worker that dies in between leaves them there, and :meth:`drain_outboxes`
 publishes them when the next worker starts: at least once, with deterministic ids.
@@ -17,8 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from collections import Counter, OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -28,12 +32,15 @@ from prometheus_client import Counter as PromCounter
 
 from agents.metrics import PulseMetrics
 from agents.settings import Settings
+from agents.writer import Fence, Fenced, payload
 from streams.activity import Activity, InvalidActivity, parse_activity
 from streams.badges import award_message
-from streams.effects import MODERATED, Applied, BatchPlanner, CommunityPlan, Policy
-from streams.keys import KeyLayout
+from streams.effects import APPLIED, MODERATED, CommunityWrites
+from streams.evaluator import advance, evaluate
+from streams.keys import KeyLayout, partition_field
 from streams.moderation import flag_message
 from streams.segments import change_message
+from streams.state import MemberState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -88,14 +95,23 @@ class DeadLetter:
 
 
 class EffectWriter(Protocol):
-    def encode(self, plan: CommunityPlan) -> Any:
-        """The plan in the form :meth:`apply` sends it: CPU only, done ahead of time."""
+    """The Redis side of the engine (:class:`agents.writer.StateWriter`)."""
 
-    async def apply(
-        self, plans: Sequence[CommunityPlan], encoded: Sequence[Any] | None = None
-    ) -> list[Applied]:
-        """Apply the plans (``encoded``: their :meth:`encode` results, if made already);
-        per plan, a code per event and the ids recorded."""
+    async def epochs(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """A new owner epoch per input partition."""
+
+    async def load(
+        self,
+        claims: Mapping[KeyLayout, Sequence[tuple[str, int]]],
+        members: Sequence[tuple[KeyLayout, str]],
+    ) -> tuple[dict[KeyLayout, dict[str, Fence]], list[MemberState | None]]:
+        """Claim partitions of communities first touched and read members' states."""
+
+    async def write(self, batches: Sequence[tuple[str, str, bytes]]) -> None:
+        """Write each (community, offsets key, payload) atomically behind its fence."""
+
+    async def due_members(self, layout: KeyLayout, until_ms: int) -> list[str]:
+        """Members whose segment downgrade is due by ``until_ms``."""
 
     async def pending(self, outbox_key: str, limit: int = 1000) -> list[str]:
         """Ids waiting in an outbox, oldest first."""
@@ -113,9 +129,6 @@ class EffectWriter(Protocol):
 
     async def remember_communities(self, communities: Sequence[str]) -> None:
         """Note communities seen in a batch."""
-
-    async def sweep_segments(self, layout: KeyLayout, policy: Policy, now: float) -> list[str]:
-        """Apply due segment downgrades of one community; returns the change ids."""
 
 
 class MessageSink(Protocol):
@@ -139,13 +152,13 @@ class Outbox:
     name: str
     records: Callable[[KeyLayout], str]
     outbox: Callable[[KeyLayout], str]
-    fired: Callable[[Applied], list[str]]
+    fired: Callable[[CommunityWrites], list[tuple[str, dict[str, Any]]]]
 
 
 OUTBOXES = (
-    Outbox("awards", KeyLayout.awards, KeyLayout.award_outbox, lambda a: a.awards),
-    Outbox("flags", KeyLayout.flags, KeyLayout.flag_outbox, lambda a: a.moderation),
-    Outbox("segments", KeyLayout.segment_changes, KeyLayout.segment_outbox, lambda a: a.segments),
+    Outbox("awards", KeyLayout.awards, KeyLayout.award_outbox, lambda w: w.awards),
+    Outbox("flags", KeyLayout.flags, KeyLayout.flag_outbox, lambda w: w.flags),
+    Outbox("segments", KeyLayout.segment_changes, KeyLayout.segment_outbox, lambda w: w.changes),
 )
 
 
@@ -159,18 +172,25 @@ class BatchOutcome:
     published: int = 0
 
 
+class StaleBatch(Exception):
+    """A batch evaluated before the engine state was reset (a rebalance or a fence):
+    it is dropped unwritten and uncommitted, and its records are read again."""
+
+
 @dataclass(frozen=True, slots=True)
 class PreparedBatch:
-    """A decoded and planned batch, ready for :meth:`ActivityProcessor.apply`."""
+    """A decoded and evaluated batch, ready for :meth:`ActivityProcessor.apply`."""
 
     size: int
-    activities: list[Activity]
     # (community, event_id) -> Kafka record timestamp in seconds, for the latency histogram.
     stamps: dict[tuple[str, str], float]
     letters: list[DeadLetter]
-    plans: list[CommunityPlan]
-    # Per plan, the writer's encoding of it (EffectWriter.encode), done ahead of apply.
-    encoded: list[Any]
+    writes: list[CommunityWrites]
+    # Per community with something to write: (community, offsets key, payload).
+    payloads: list[tuple[str, str, bytes]]
+    # Per community, records at or below the recorded offset (redelivered, skipped).
+    skipped: Counter[str]
+    generation: int
     prepare_seconds: float
 
 
@@ -179,7 +199,6 @@ class RecordedBatch:
     """A batch whose effects Redis holds, its outputs not yet published."""
 
     batch: PreparedBatch
-    results: list[Applied]
     attempts: int
     applied_at: float
     # perf_counter() when recording started, for the batch duration histogram.
@@ -228,7 +247,13 @@ def decode(
 
 
 class ActivityProcessor:
-    """Turns batches of Kafka records into Redis effects, output messages and metrics."""
+    """Turns batches of Kafka records into Redis effects, output messages and metrics.
+
+    It owns the engine state of the partitions its worker owns: the members' states
+    (an LRU cache of ``PULSE_STATE_CACHE_MEMBERS``, loaded on first touch) and, per
+    community and input partition, the recorded fence (owner epoch, last applied
+    offset, stream time).
+    """
 
     def __init__(
         self,
@@ -249,70 +274,179 @@ class ActivityProcessor:
         self._clock = clock
         self._known_communities: set[str] = set()
         self._catalog = {badge.id: badge for badge in settings.catalog}
+        self._layouts: dict[str, KeyLayout] = {}
+        self._cache: OrderedDict[tuple[str, str], MemberState] = OrderedDict()
+        self._cap = settings.state_cache_members
+        # community -> partition field -> recorded fence (claimed on first touch).
+        self._fences: dict[str, dict[str, Fence]] = {}
+        # (community, field) -> wall time its stream time last advanced.
+        self._advanced: dict[tuple[str, str], float] = {}
+        # Owned input partitions: field -> (topic, partition, epoch). With ``adopt``
+        # (pulse rebuild) the epoch is whatever the partition's owner has recorded.
+        self._owned: dict[str, tuple[str, int, int]] = {}
+        self._adopt = False
+        self._generation = 0
+
+    # -- ownership ---------------------------------------------------------------------
+
+    async def assign(self, partitions: Sequence[tuple[str, int]]) -> None:
+        """Own ``partitions`` (after a rebalance): new epochs, empty state."""
+        epochs = await self._retry(
+            lambda: self._writer.epochs(list(partitions)), self._metrics.redis_errors, "take epochs"
+        )
+        self.reset()
+        self._adopt = False
+        self._owned = {partition_field(t, p): (t, p, e) for (t, p), e in epochs.items()}
+
+    def adopt(self, partitions: Sequence[tuple[str, int]]) -> None:
+        """Write to ``partitions`` as their current owner (``pulse rebuild``, which runs
+        while no worker writes): no new epoch, no fencing of anyone."""
+        self.reset()
+        self._adopt = True
+        self._owned = {partition_field(t, p): (t, p, 0) for t, p in partitions}
+
+    def reset(self) -> None:
+        """Forget every member state and fence; batches prepared before are stale."""
+        self._cache.clear()
+        self._fences.clear()
+        self._advanced.clear()
+        self._generation += 1
+
+    @property
+    def cached_members(self) -> int:
+        return len(self._cache)
+
+    def layout(self, community: str) -> KeyLayout:
+        layout = self._layouts.get(community)
+        if layout is None:
+            layout = self._layouts[community] = KeyLayout(
+                self._settings.redis_key_prefix, community
+            )
+        return layout
+
+    def _epoch(self, community: str, field: str) -> int:
+        """The epoch this processor writes ``field`` of ``community`` with."""
+        if self._adopt:
+            return self._fences[community][field].epoch
+        return self._owned[field][2]
+
+    async def _load(self, communities: Iterable[str], members: Iterable[tuple[str, str]]) -> None:
+        """Claim the owned partitions in communities first touched and load the states
+        of members not cached, in one round trip."""
+        claims = {
+            self.layout(c): [(f, 0 if self._adopt else e) for f, (_, _, e) in self._owned.items()]
+            for c in communities
+            if c not in self._fences
+        }
+        missing = [(c, m) for c, m in members if (c, m) not in self._cache]
+        if not claims and not missing:
+            return
+        fences, states = await self._retry(
+            lambda: self._writer.load(claims, [(self.layout(c), m) for c, m in missing]),
+            self._metrics.redis_errors,
+            "load member states",
+        )
+        now = self._clock()
+        for layout, recorded in fences.items():
+            self._fences[layout.community] = recorded
+            for field in recorded:
+                self._advanced[(layout.community, field)] = now
+        for key, state in zip(missing, states, strict=True):
+            self._cache[key] = state if state is not None else MemberState()
+
+    def _trim(self) -> None:
+        """Evict the least recently used members beyond the cap (their state is in
+        Redis: a member is only evicted after the batches that touched it)."""
+        cache = self._cache
+        while len(cache) > self._cap:
+            cache.popitem(last=False)
+
+    # -- batches -----------------------------------------------------------------------
 
     async def process(self, records: Sequence[Record]) -> BatchOutcome:
         """Prepare and apply one batch (see :meth:`prepare` and :meth:`apply`)."""
-        return await self.apply(self.prepare(records))
+        return await self.apply(await self.prepare(records))
 
-    def prepare(self, records: Sequence[Record]) -> PreparedBatch:
-        """Decode, validate, plan and encode a batch: CPU only, no I/O.
+    async def prepare(self, records: Sequence[Record], every: int = 0) -> PreparedBatch:
+        """Decode, validate, load what is missing, evaluate and encode a batch.
 
-        Split from :meth:`apply` so that the worker can prepare the next batch while
-        Redis applies this one. Planning reads nothing from Redis, so a batch can be
-        planned before the one ahead of it has been applied.
+        The only I/O is the load of the batch's new members (one round trip). Split
+        from :meth:`apply` so that the worker can prepare the next batch while Redis
+        applies this one: the members' states in memory already hold this batch's
+        effects. ``every`` > 0 hands the event loop back after that many records.
         """
-        steps = self._prepare(records, every=0)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-
-    async def prepare_cooperatively(self, records: Sequence[Record]) -> PreparedBatch:
-        """:meth:`prepare`, handing the event loop back every few records.
-
-        The worker prepares the next batch on the event loop that also carries the batch
-        before it: its Lua call's reply, its outputs, its commit. Without the hand-backs
-        they would wait for the whole batch to be planned, and Redis with them.
-        """
-        steps = self._prepare(records, every=PREPARE_SLICE)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            await asyncio.sleep(0)
-
-    def _prepare(
-        self, records: Sequence[Record], every: int
-    ) -> Generator[None, None, PreparedBatch]:
-        """The steps of :meth:`prepare`; yields after every ``every`` records (never if
-        0) and after encoding each community's plan."""
         started = time.perf_counter()
         now = self._clock()
-        activities: list[Activity] = []
         stamps: dict[tuple[str, str], float] = {}
         letters: list[DeadLetter] = []
+        decoded: list[tuple[Activity, str, int]] = []
         skew, limit = self._settings.max_future_skew, self._settings.max_message_bytes
-        planner = BatchPlanner(self._settings.redis_key_prefix, self._policy, now)
+        owned = self._owned
         for done, record in enumerate(records, 1):
-            decoded = decode(record, now, skew, limit)
-            if isinstance(decoded, DeadLetter):
-                letters.append(decoded)
+            item = decode(record, now, skew, limit)
+            if isinstance(item, DeadLetter):
+                letters.append(item)
             else:
-                activities.append(decoded)
-                stamps.setdefault((decoded.community, decoded.event_id), record.timestamp / 1000)
-                planner.add(decoded)
+                field = partition_field(record.topic, record.partition)
+                if field in owned:
+                    decoded.append((item, field, record.offset))
+                    stamps.setdefault((item.community, item.event_id), record.timestamp / 1000)
             if every and not done % every:
-                yield
-        plans = list(planner.plans.values())
-        encoded = []
-        for plan in plans:
-            encoded.append(self._writer.encode(plan))
-            yield
-        return PreparedBatch(
-            len(records), activities, stamps, letters, plans, encoded, time.perf_counter() - started
+                await asyncio.sleep(0)
+        generation = self._generation
+        await self._load(
+            {a.community for a, _, _ in decoded},
+            {(a.community, a.member_id) for a, _, _ in decoded},
         )
+        if generation != self._generation:
+            raise StaleBatch("the engine state was reset while the batch loaded")
+        policy, cache, fences = self._policy, self._cache, self._fences
+        writes: dict[str, CommunityWrites] = {}
+        written: dict[str, dict[str, Fence]] = {}
+        skipped: Counter[str] = Counter()
+        for done, (activity, field, offset) in enumerate(decoded, 1):
+            community = activity.community
+            fence = fences[community][field]
+            if offset <= fence.offset:
+                skipped[community] += 1
+                continue
+            fence.offset = offset
+            at = int(activity.occurred_at * 1000)
+            if at > fence.stream_ms:
+                fence.stream_ms = at
+                self._advanced[(community, field)] = now
+            out = writes.get(community)
+            if out is None:
+                out = writes[community] = CommunityWrites(self.layout(community))
+            key = (community, activity.member_id)
+            cache.move_to_end(key)
+            evaluate(cache[key], activity, policy, out, fence.stream_ms / 1000)
+            written.setdefault(community, {})[field] = fence
+            if every and not done % every:
+                await asyncio.sleep(0)
+        payloads = []
+        for community, out in writes.items():
+            recorded = {
+                f: (self._epoch(community, f), fence.offset, fence.stream_ms)
+                for f, fence in written[community].items()
+            }
+            payloads.append((community, out.layout.offsets(), payload(out, recorded, now)))
+        self._trim()
+        return PreparedBatch(
+            len(records),
+            stamps,
+            letters,
+            list(writes.values()),
+            payloads,
+            skipped,
+            generation,
+            time.perf_counter() - started,
+        )
+
+    async def prepare_cooperatively(self, records: Sequence[Record]) -> PreparedBatch:
+        """:meth:`prepare`, handing the event loop back every few records, so that the
+        batch before it (its write's reply, its outputs, its commit) is not held up."""
+        return await self.prepare(records, every=PREPARE_SLICE)
 
     async def apply(self, batch: PreparedBatch) -> BatchOutcome:
         """Apply a prepared batch: dead letters, Redis effects, outputs, metrics.
@@ -325,12 +459,15 @@ class ActivityProcessor:
     async def record(self, batch: PreparedBatch) -> RecordedBatch:
         """The first half of :meth:`apply`: dead letters, then the Redis effects.
 
-        Once it returns, the next batch may be recorded: Redis holds this batch's
-        effects, and its awards, flags and segment changes wait in their outboxes.
+        Raises :class:`StaleBatch` for a batch prepared before a reset, and
+        :class:`~agents.writer.Fenced` (after resetting) when a newer owner holds one
+        of its partitions: nothing of it is written then.
         """
         started = time.perf_counter()
         m = self._metrics
-        letters, plans = batch.letters, batch.plans
+        if batch.generation != self._generation:
+            raise StaleBatch("the batch was evaluated before the engine state was reset")
+        letters = batch.letters
         if letters:
             await self._retry(
                 lambda: self._dead_letters.publish(letters),
@@ -340,7 +477,7 @@ class ActivityProcessor:
             for letter in letters:
                 m.events_invalid.labels(letter.reason).inc()
 
-        if new := {p.layout.community for p in plans} - self._known_communities:
+        if new := {w.layout.community for w in batch.writes} - self._known_communities:
             # Remembered before anything is recorded in an outbox, so that a restarted
             # worker knows whose outboxes to drain.
             await self._retry(
@@ -351,13 +488,18 @@ class ActivityProcessor:
             self._known_communities |= new
         attempts = 0
 
-        async def apply_plans() -> list[Applied]:
+        async def write() -> None:
             nonlocal attempts
             attempts += 1
-            return await self._writer.apply(plans, batch.encoded)
+            await self._writer.write(batch.payloads)
 
-        results = await self._retry(apply_plans, m.redis_errors, "apply a batch to Redis")
-        return RecordedBatch(batch, results, attempts, self._clock(), started)
+        try:
+            await self._retry(write, m.redis_errors, "apply a batch to Redis")
+        except Fenced:
+            m.fenced_batches.inc()
+            self.reset()
+            raise
+        return RecordedBatch(batch, attempts, self._clock(), started)
 
     async def publish(self, recorded: RecordedBatch) -> BatchOutcome:
         """The second half of :meth:`apply`: metrics, then the outputs :meth:`record`
@@ -366,8 +508,8 @@ class ActivityProcessor:
         Returns once every output is published; only then may the caller acknowledge
         the batch's records. Batches must be published in the order they were recorded.
         """
-        batch, results, applied_at = recorded.batch, recorded.results, recorded.applied_at
-        activities, stamps, plans = batch.activities, batch.stamps, batch.plans
+        batch, applied_at = recorded.batch, recorded.applied_at
+        stamps = batch.stamps
         m = self._metrics
         outcome = BatchOutcome(invalid=len(batch.letters))
         newest = 0.0
@@ -376,14 +518,16 @@ class ActivityProcessor:
         processed: Counter[tuple[str, str]] = Counter()
         moderated: Counter[str] = Counter()
         late_events: Counter[str] = Counter()
-        duplicates: Counter[str] = Counter()
+        duplicates: Counter[str] = Counter(batch.skipped)
         latency = m.processing_latency.observe
-        for plan, result in zip(plans, results, strict=True):
-            community = plan.layout.community
-            for activity, code, late in zip(plan.activities, result.flags, plan.late, strict=True):
+        for writes in batch.writes:
+            community = writes.layout.community
+            for activity, code, late in zip(
+                writes.activities, writes.codes, writes.late, strict=True
+            ):
                 if code == MODERATED:
                     moderated[community] += 1
-                elif code:
+                elif code == APPLIED:
                     newest = max(newest, activity.occurred_at)
                     processed[community, activity.type] += 1
                     latency(max(0.0, applied_at - stamps[(community, activity.event_id)]))
@@ -406,33 +550,27 @@ class ActivityProcessor:
         outcome.duplicates = sum(duplicates.values())
         if newest:
             m.event_time_lag.set(max(0.0, applied_at - newest))
-        # Repeats of an event_id inside one batch were dropped by the planner.
-        planned = {plan.layout.community: len(plan.activities) for plan in plans}
-        for community, valid in Counter(a.community for a in activities).items():
-            if repeats := valid - planned[community]:
-                outcome.duplicates += repeats
-                m.events_duplicate.labels(community).inc(repeats)
-        # The kinds go to different topics and outboxes: published side by side, so a
-        # batch waits for one broker round trip, not one per kind.
-        publishing = []
-        for kind in OUTBOXES:
-            fired = [
-                (plan.layout, identity)
-                for plan, result in zip(plans, results, strict=True)
-                for identity in kind.fired(result)
-            ]
-            if fired:
-                publishing.append(self._publish(kind, fired))
-        outcome.published += sum(await asyncio.gather(*publishing))
+        outcome.published += await self._publish_all(batch.writes)
         if recorded.attempts > 1:
-            # An earlier attempt may have been applied with its reply lost (a timeout, a
-            # dropped connection): the retry then sees every event as a duplicate and
-            # reports none of the awards, flags and segment changes that attempt recorded.
-            # They are in the outboxes; publish them now rather than at the next start.
-            outcome.published += await self._drain([p.layout.community for p in plans])
+            # An earlier attempt may have been applied with its reply lost; its outputs
+            # are the same records (the write is the same payload), already published
+            # above. Anything else left in these outboxes goes out now as well.
+            outcome.published += await self._drain([w.layout.community for w in batch.writes])
         m.batch_size.observe(batch.size)
         m.batch_duration.observe(batch.prepare_seconds + time.perf_counter() - recorded.started)
         return outcome
+
+    async def _publish_all(self, writes: Sequence[CommunityWrites]) -> int:
+        """Publish the outputs the batch recorded, every kind side by side (a batch
+        waits for one broker round trip, not one per kind)."""
+        publishing = []
+        for kind in OUTBOXES:
+            fired = [
+                (w.layout, identity, record) for w in writes for identity, record in kind.fired(w)
+            ]
+            if fired:
+                publishing.append(self._publish_records(kind, fired))
+        return sum(await asyncio.gather(*publishing))
 
     def _message(
         self, kind: Outbox, community: str, identity: str, record: dict[str, Any]
@@ -461,24 +599,13 @@ class ActivityProcessor:
         else:
             m.segment_changes.labels(community, message["from"], message["to"]).inc()
 
-    async def _publish(self, kind: Outbox, fired: Sequence[tuple[KeyLayout, str]]) -> int:
+    async def _publish_records(
+        self, kind: Outbox, fired: Sequence[tuple[KeyLayout, str, dict[str, Any]]]
+    ) -> int:
         """Publish recorded outputs of one kind, then clear them from their outboxes."""
         m = self._metrics
-        messages: list[dict[str, Any]] = []
-        confirmed: list[tuple[str, str]] = []
-        by_layout: dict[KeyLayout, list[str]] = {}
-        for layout, identity in fired:
-            by_layout.setdefault(layout, []).append(identity)
-        wanted = [(kind.records(layout), ids) for layout, ids in by_layout.items()]
-        # One round trip for every community: each await here waits for the event loop,
-        # which the next batch's preparation shares.
-        found = await self._retry(
-            lambda: self._writer.records(wanted), m.redis_errors, f"read {kind.name} records"
-        )
-        for layout, records in zip(by_layout, found, strict=True):
-            for identity, record in records:
-                messages.append(self._message(kind, layout.community, identity, record))
-                confirmed.append((kind.outbox(layout), identity))
+        messages = [self._message(kind, lay.community, i, r) for lay, i, r in fired]
+        confirmed = [(kind.outbox(lay), i) for lay, i, _ in fired]
         sink = self._sinks[kind.name]
         await self._retry(lambda: sink.publish(messages), m.publish_errors, f"publish {kind.name}")
         await self._retry(
@@ -488,26 +615,101 @@ class ActivityProcessor:
             self._count(kind, message)
         return len(messages)
 
-    async def sweep_segments(self) -> int:
-        """Downgrade members whose score stayed low for the grace; returns changes published."""
-        m = self._metrics
-        communities = await self._retry(
-            self._writer.communities, m.redis_errors, "list communities"
+    async def _publish(self, kind: Outbox, fired: Sequence[tuple[KeyLayout, str]]) -> int:
+        """Publish outputs by id, reading their records from Redis (outbox drains)."""
+        by_layout: dict[KeyLayout, list[str]] = {}
+        for layout, identity in fired:
+            by_layout.setdefault(layout, []).append(identity)
+        wanted = [(kind.records(layout), ids) for layout, ids in by_layout.items()]
+        found = await self._retry(
+            lambda: self._writer.records(wanted),
+            self._metrics.redis_errors,
+            f"read {kind.name} records",
         )
-        segments = next(k for k in OUTBOXES if k.name == "segments")
-        total = 0
-        for community in communities:
-            layout = KeyLayout(self._settings.redis_key_prefix, community)
-            changes = await self._retry(
-                lambda lay=layout: self._writer.sweep_segments(  # type: ignore[misc]
-                    lay, self._policy, self._clock()
-                ),
+        return await self._publish_records(
+            kind,
+            [
+                (layout, identity, record)
+                for layout, records in zip(by_layout, found, strict=True)
+                for identity, record in records
+            ],
+        )
+
+    def stream_times(self) -> dict[tuple[str, str], int]:
+        """Per (community, partition field) the stream time in ms: the newest event time
+        applied, advanced by the wall clock while the partition has been idle."""
+        now = self._clock()
+        return {
+            (community, field): fence.stream_ms
+            + int(max(0.0, now - self._advanced.get((community, field), now)) * 1000)
+            for community, fences in self._fences.items()
+            for field, fence in fences.items()
+            if fence.stream_ms
+        }
+
+    async def sweep_segments(self, partition_of: Callable[[str], int] | None = None) -> int:
+        """Apply segment downgrades due by stream time; returns the changes published.
+
+        Runs between batches (never while one is in flight). A member's downgrade is
+        judged against the stream time of its own partition (``partition_of`` maps a
+        member id to its partition number; without it, the newest stream time of the
+        community). The change is dated at the end of its grace, so when the sweep
+        notices it does not change the message.
+        """
+        m, policy = self._metrics, self._policy
+        generation = self._generation
+        await self._load(sorted(self._known_communities), ())
+        if generation != self._generation:
+            return 0
+        streams = self.stream_times()
+        by_community: dict[str, dict[str, int]] = {}
+        for (community, field), stream in streams.items():
+            by_community.setdefault(community, {})[field] = stream
+        writes: list[CommunityWrites] = []
+        payloads: list[tuple[str, str, bytes]] = []
+        for community, fields in by_community.items():
+            layout = self.layout(community)
+            until = max(fields.values())
+            due = await self._retry(
+                lambda lay=layout, u=until: self._writer.due_members(lay, u),  # type: ignore[misc]
                 m.redis_errors,
-                "sweep segments",
+                "read due segment downgrades",
             )
-            if changes:
-                total += await self._publish(segments, [(layout, c) for c in changes])
-        return total
+            if not due:
+                continue
+            await self._load((), [(community, member) for member in due])
+            if generation != self._generation:
+                return 0
+            out = CommunityWrites(layout)
+            for member in due:
+                if partition_of is None:
+                    stream = until
+                else:
+                    number = partition_of(member)
+                    mine = [s for f, s in fields.items() if f.rsplit("|", 1)[1] == str(number)]
+                    if not mine:
+                        continue  # another worker's member
+                    stream = max(mine)
+                state = self._cache[(community, member)]
+                if advance(state, member, stream, policy.segments, out) or member in out.dues:
+                    out.members[member] = state
+            if out.members:
+                check = {f: (self._epoch(community, f), -1, 0) for f in fields}
+                writes.append(out)
+                payloads.append((community, layout.offsets(), payload(out, check, self._clock())))
+        if not payloads:
+            return 0
+
+        async def write() -> None:
+            await self._writer.write(payloads)
+
+        try:
+            await self._retry(write, m.redis_errors, "apply segment downgrades")
+        except Fenced:
+            m.fenced_batches.inc()
+            self.reset()
+            raise
+        return await self._publish_all(writes)
 
     async def drain_outboxes(self) -> int:
         """Publish what a previous run recorded but did not confirm; returns how many."""
@@ -522,7 +724,7 @@ class ActivityProcessor:
         m = self._metrics
         total = 0
         for community in communities:
-            layout = KeyLayout(self._settings.redis_key_prefix, community)
+            layout = self.layout(community)
             for kind in OUTBOXES:
                 while True:
                     ids = await self._retry(

@@ -3,7 +3,7 @@
 Two modes, both reading the input topics with a private consumer that joins no consumer
 group (the workers' committed offsets are never touched) up to the end offsets taken at
 the start, and applying every record through the worker's own pipeline
-(:class:`~agents.processor.ActivityProcessor` and :class:`~agents.store.BatchWriter`),
+(:class:`~agents.processor.ActivityProcessor` and :class:`~agents.writer.StateWriter`),
 in large batches:
 
 * ``--from-beginning`` (full rebuild): delete the chosen communities' keys, then replay
@@ -11,10 +11,11 @@ in large batches:
   workers must be stopped first (a worker writing while keys are deleted could leave an
   event half-counted); the command refuses while the consumer group has members.
 * without it (repair): keep the state and replay only the records appended in the last
-  ``--since`` hours. Events Redis still has are skipped by their ``seen`` markers; the
-  ones it lost (Redis restarted from an older AOF or snapshot, after the workers had
-  committed past them) are applied. Safe while workers run. The window must stay inside
-  ``PULSE_DEDUPE_TTL_DAYS``, the markers' lifetime.
+  ``--since`` hours. Records Redis still has are skipped: each community records the
+  last applied offset per input partition with its writes. The ones it lost (Redis
+  restarted from an older AOF or snapshot, after the workers had committed past them)
+  are applied. It writes as the partitions' current owners, so it can run alongside
+  idle workers; their in-memory state already holds the lost events.
 
 A rebuild never publishes a dead letter again (they are in the DLQ already), nor a
 moderation flag or segment change (history, not news). An award it records is
@@ -52,7 +53,8 @@ from agents.processor import (
     Record,
 )
 from agents.settings import Settings
-from agents.store import BatchWriter, connect, connect_async
+from agents.store import connect, connect_async
+from agents.writer import StateWriter
 from streams import queries
 
 log = logging.getLogger(__name__)
@@ -307,12 +309,13 @@ async def _replay(
     client = connect_async(settings.redis_url.reveal())
     processor = ActivityProcessor(
         settings,
-        BatchWriter(client, settings.redis_key_prefix),
+        StateWriter(client, settings.redis_key_prefix),
         letters,
         metrics,
         sinks,
         clock=clock,
     )
+    processor.adopt([(tp.topic, tp.partition) for tp in reader.partitions])
     try:
         # Fetch the next batch while Redis applies this one.
         fetching = asyncio.create_task(asyncio.to_thread(reader.poll))

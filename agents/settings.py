@@ -15,9 +15,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from streams.activity import COMMUNITY_RE
 from streams.badges import Badge, CatalogError, default_catalog, load_catalog
-from streams.effects import Policy, Retention
 from streams.keys import PREFIX_RE
 from streams.moderation import ModerationPolicy
+from streams.policy import Policy, Retention
 from streams.scoring import parse_points, scoring_table
 from streams.segments import SegmentPolicy
 from streams.windows import GRANULARITY_NAME, WINDOWS
@@ -89,6 +89,7 @@ ENV: Final[dict[str, str]] = {
     "log_level": "PULSE_LOG_LEVEL",
     "data_dir": "PULSE_DATA_DIR",
     "batch_size": "PULSE_BATCH_SIZE",
+    "state_cache_members": "PULSE_STATE_CACHE_MEMBERS",
     "batch_within": "PULSE_BATCH_WITHIN_SECONDS",
     "shutdown_wait": "PULSE_SHUTDOWN_WAIT_FOR_BATCHES",
     "max_future_skew": "PULSE_MAX_FUTURE_SKEW_SECONDS",
@@ -220,6 +221,8 @@ class Settings:
     log_level: str = "INFO"
     data_dir: str = "pulse-data"
     batch_size: int = 500
+    # Members whose engine state a worker keeps in memory (LRU); the rest are reloaded.
+    state_cache_members: int = 50_000
     batch_within: float = 0.05
     # On SIGTERM, finish the batches taken from Kafka before exiting. False exits at
     # once; unapplied batches are then redelivered.
@@ -308,6 +311,7 @@ class Settings:
             ("topic_partitions", 1, 1024),
             ("web_port", 1, 65535),
             ("batch_size", 1, 100_000),
+            ("state_cache_members", 1_000, 100_000_000),
             ("max_message_bytes", 256, 10_000_000),
         ):
             if (parsed := integer(name, low, high)) is not None:
@@ -436,6 +440,13 @@ class Settings:
                 )
         if not self.activity_topics:
             raise ConfigError(f"{ENV['activity_topics']} must name at least one topic")
+        if self.state_cache_members < 4 * self.batch_size:
+            # A member is evicted only once the batches that touched it are written;
+            # with two batches in flight that needs room for a few batches' members.
+            raise ConfigError(
+                f"{ENV['state_cache_members']} ({self.state_cache_members}) must be at least "
+                f"4 x {ENV['batch_size']} ({4 * self.batch_size})"
+            )
         if self.dlq_topic in self.activity_topics:
             raise ConfigError(
                 f"{ENV['dlq_topic']} must differ from the input topics ({ENV['activity_topics']})"
@@ -508,6 +519,7 @@ class Settings:
             "log_level": self.log_level,
             "data_dir": self.data_dir,
             "batching": {"max_events": self.batch_size, "within_seconds": self.batch_within},
+            "state_cache_members": self.state_cache_members,
             "shutdown_waits_for_batches": self.shutdown_wait,
             "validation": {
                 "max_future_skew_seconds": self.max_future_skew,

@@ -1,28 +1,23 @@
-"""Redis adapter: applies planned batches (worker) and answers queries (CLI, HTTP).
+"""Redis adapter of the reads: queries of the CLI and HTTP views, and the clients.
 
-Writes go through one Lua call per community per batch (``apply_batch.lua``), all
-communities of a batch in one pipeline. Reads use the same :class:`KeyLayout`.
+The worker's writes are in :mod:`agents.writer`. Both use the same :class:`KeyLayout`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import orjson
 import redis
 import redis.asyncio as aioredis
 
+from agents.writer import STATE_FIELD, decode_state
 from streams.badges import award_id
-from streams.effects import Applied, CommunityPlan, Policy, community_header
 from streams.keys import KeyLayout
 from streams.periods import PERIODS, format_instant, period_bucket
-from streams.segments import SEGMENTS, SegmentPolicy, score_days
+from streams.segments import SegmentPolicy, score_days
 from streams.windows import GRANULARITY_NAME, WINDOWS
-
-APPLY_LUA = resources.files("agents").joinpath("apply_batch.lua").read_text(encoding="utf-8")
 
 
 def connect(url: str) -> redis.Redis:
@@ -45,117 +40,6 @@ def connect_async(url: str) -> aioredis.Redis:
         socket_connect_timeout=5,
         health_check_interval=30,
     )
-
-
-def packed(*parts: str | int) -> bytes:
-    """The Lua call's arguments as one JSON array of strings (see apply_batch.lua)."""
-    # str() of a str is the same object; map() keeps the loop in C.
-    return orjson.dumps(list(map(str, parts)))
-
-
-class BatchWriter:
-    """Applies :class:`CommunityPlan` s atomically and idempotently."""
-
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
-        self._client: Any = client
-        self._prefix = prefix
-        self._sha: str | None = None
-
-    @staticmethod
-    def encode(plan: CommunityPlan) -> bytes:
-        """The plan's Lua arguments, packed (see :func:`packed`)."""
-        return packed(*plan.arguments())
-
-    async def apply(
-        self, plans: Sequence[CommunityPlan], encoded: Sequence[bytes] | None = None
-    ) -> list[Applied]:
-        """Apply every plan; per plan, the per-event flags and the awards it recorded.
-
-        ``encoded`` holds the plans' :meth:`encode` results when the caller made them
-        ahead of time.
-        """
-        if not plans:
-            return []
-        payloads = list(encoded) if encoded is not None else [self.encode(p) for p in plans]
-        if self._sha is None:
-            self._sha = await self._client.script_load(APPLY_LUA)
-        try:
-            return await self._run(plans, payloads)
-        except redis.exceptions.NoScriptError:
-            # Redis restarted or SCRIPT FLUSH: load again once.
-            self._sha = await self._client.script_load(APPLY_LUA)
-            return await self._run(plans, payloads)
-
-    async def _run(self, plans: Sequence[CommunityPlan], payloads: list[bytes]) -> list[Applied]:
-        assert self._sha is not None  # noqa: S101 - set by apply()
-        async with self._client.pipeline(transaction=False) as pipe:
-            for plan, payload in zip(plans, payloads, strict=True):
-                pipe.evalsha(self._sha, 1, plan.layout.counts(), payload)
-            results: list[Any] = await pipe.execute()
-        return [
-            Applied([int(c) for c in codes], list(awards), list(flags), list(segments))
-            for codes, awards, flags, segments in results
-        ]
-
-    async def sweep_segments(
-        self, layout: KeyLayout, policy: Policy, now: float, chunk: int = 500
-    ) -> list[str]:
-        """Judge every member above beginner for a downgrade; returns the change ids."""
-        if self._sha is None:
-            self._sha = await self._client.script_load(APPLY_LUA)
-        header = community_header(layout, policy, now, mode="sweep")
-        member_prefix = layout.member("")
-        changes: list[str] = []
-        for segment in SEGMENTS[1:]:
-            members = [m async for m in self._client.zscan_iter(layout.segment_index(segment))]
-            for start in range(0, len(members), chunk):
-                ids = [m for m, _ in members[start : start + chunk]]
-                result = await self._client.evalsha(
-                    self._sha, 1, layout.counts(), packed(*header, member_prefix, *ids)
-                )
-                changes.extend(result[3])
-        return changes
-
-    async def pending(self, outbox_key: str, limit: int = 1000) -> list[str]:
-        """Ids waiting in an outbox (recorded, not yet confirmed as published), oldest first."""
-        ids: list[str] = await self._client.zrange(outbox_key, 0, limit - 1)
-        return ids
-
-    async def records(
-        self, wanted: Sequence[tuple[str, Sequence[str]]]
-    ) -> list[list[tuple[str, Any]]]:
-        """Per (records key, ids) pair, the JSON records of the ids (ids without a record
-        are skipped), read with one pipeline."""
-        asked = [(key, list(ids)) for key, ids in wanted if ids]
-        if not asked:
-            return [[] for _ in wanted]
-        async with self._client.pipeline(transaction=False) as pipe:
-            for key, ids in asked:
-                pipe.hmget(key, ids)
-            replies = iter(await pipe.execute())
-        return [
-            [(i, orjson.loads(r)) for i, r in zip(ids, next(replies), strict=True) if r]
-            if ids
-            else []
-            for _, ids in wanted
-        ]
-
-    async def confirm(self, confirmed: Sequence[tuple[str, str]]) -> None:
-        """Remove published ids from their outboxes: (outbox key, id) pairs."""
-        if not confirmed:
-            return
-        async with self._client.pipeline(transaction=False) as pipe:
-            for outbox_key, identity in confirmed:
-                pipe.zrem(outbox_key, identity)
-            await pipe.execute()
-
-    async def communities(self) -> list[str]:
-        members: set[str] = await self._client.smembers(f"{self._prefix}:communities")
-        return sorted(members)
-
-    async def remember_communities(self, communities: Sequence[str]) -> None:
-        if communities:
-            await self._client.sadd(f"{self._prefix}:communities", *communities)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +109,6 @@ class Reader:
         pipe.hgetall(layout.member(member_id))
         pipe.scard(layout.member_days(member_id))
         pipe.hgetall(layout.member_badges(member_id))
-        pipe.hgetall(layout.member_score_days(member_id))
         for period in PERIODS:
             pipe.zrank(layout.leaderboard(period, period_bucket(period, at).label), member_id)
         for window in WINDOWS:
@@ -234,7 +117,9 @@ class Reader:
                 pipe.hget(layout.window(name, index), member_id)
         replies = pipe.execute()
         profile: dict[str, str] = replies[0]
-        if not profile:
+        if "first_seen" not in profile:
+            # No profile, or only the engine state of a member whose every message so
+            # far was moderated.
             return None
         badges = sorted(
             (
@@ -247,13 +132,13 @@ class Reader:
             ),
             key=lambda b: (b["awarded_at"], b["badge"]),
         )
-        days = {str(d) for d in score_days(at)}
-        score_30d = sum(int(v) for d, v in replies[3].items() if d in days)
+        state = decode_state(profile[STATE_FIELD])
+        score_30d = state.score_at(int(at // 86400))
         ranks = {
             p: (None if r is None else int(r) + 1)
-            for p, r in zip(PERIODS, replies[4 : 4 + len(PERIODS)], strict=True)
+            for p, r in zip(PERIODS, replies[3 : 3 + len(PERIODS)], strict=True)
         }
-        cursor = 4 + len(PERIODS)
+        cursor = 3 + len(PERIODS)
         windows: dict[str, int] = {}
         for window in WINDOWS:
             count = len(window.buckets(at))

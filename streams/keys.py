@@ -178,3 +178,21 @@ class KeyLayout:
 
     def moderation_counts(self) -> str:
         return f"{self.base}:mod:counts"
+
+    def offsets(self) -> str:
+        """Per input partition, the owner's epoch, the last applied offset and the
+        stream time: the fence of the community's writes."""
+        return f"{self.base}:offsets"
+
+    def segment_due(self) -> str:
+        return f"{self.base}:seg:due"
+
+
+def partition_field(topic: str, partition: int) -> str:
+    """The field of an input partition in a community's offsets hash."""
+    return f"{escape(topic)}|{partition}"
+
+
+def epoch_key(prefix: str, topic: str, partition: int) -> str:
+    """The counter that hands out owner epochs of an input partition (one slot)."""
+    return f"{prefix}:epoch:{escape(topic)}:{partition}"

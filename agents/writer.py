@@ -1,0 +1,289 @@
+"""Redis adapter of the engine: loads member states, claims partitions, writes batches.
+
+Every batch writes each community once: one ``EVALSHA`` of ``write_batch.lua`` with a
+flat list of commands the evaluator's effects add up to, behind a fence (the owner's
+epoch per input partition). All communities of a batch go in one pipeline: one round
+trip. Loading the states a batch needs (and claiming the partitions of a community
+first touched) is one more round trip, for the batch's new members only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Final
+
+import orjson
+import redis
+import redis.asyncio as aioredis
+
+from streams.effects import CommunityWrites
+from streams.keys import KeyLayout, epoch_key
+from streams.state import MemberState, from_record, to_record
+
+WRITE_LUA: Final = resources.files("agents").joinpath("write_batch.lua").read_text("utf-8")
+CLAIM_LUA: Final = resources.files("agents").joinpath("claim.lua").read_text("utf-8")
+# Members per variadic command (well inside Lua's stack limit for unpack()).
+CHUNK: Final = 500
+# The profile field that holds the member's engine state (JSON).
+STATE_FIELD: Final = "state"
+
+
+class Fenced(Exception):
+    """A newer owner holds an input partition of this batch: nothing was written."""
+
+    def __init__(self, community: str, field: str, stored: str) -> None:
+        super().__init__(f"community {community}: partition {field} is owned by epoch {stored}")
+        self.community = community
+        self.partition = field
+
+
+@dataclass(slots=True)
+class Fence:
+    """What is recorded for one (community, input partition): the owner's epoch, the
+    last applied offset (-1: none) and the stream time in ms."""
+
+    epoch: int
+    offset: int
+    stream_ms: int
+
+    @classmethod
+    def parse(cls, stored: str) -> Fence:
+        epoch, offset, stream = stored.split()
+        return cls(int(epoch), int(offset), int(stream))
+
+
+def encode_state(state: MemberState) -> bytes:
+    return orjson.dumps(to_record(state))
+
+
+def decode_state(raw: str | bytes) -> MemberState:
+    return from_record(orjson.loads(raw))
+
+
+def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def commands(writes: CommunityWrites, now: float) -> list[list[str]]:
+    """The Redis commands of one community's batch, every argument a string.
+
+    ``now`` (epoch seconds, the shell's clock) only leaves out keys that Redis would
+    expire at once: an old event replayed long after its buckets' retention.
+    """
+    layout = writes.layout
+    out: list[list[str]] = []
+    expire = writes.expire
+    for key, board in writes.zincr.items():
+        if expire.get(key, now + 1) <= now:
+            continue
+        for member, amount in board.items():
+            out.append(["ZINCRBY", key, str(amount), member])
+    for key, table in writes.hincr.items():
+        if expire.get(key, now + 1) <= now:
+            continue
+        for name, amount in table.items():
+            out.append(["HINCRBY", key, name, str(amount)])
+    firsts: list[str] = []
+    lasts: list[str] = []
+    for member, state in writes.members.items():
+        fields = [STATE_FIELD, encode_state(state).decode()]
+        if state.events:
+            firsts.extend((str(state.first_seen), member))
+            lasts.extend((str(state.last_seen), member))
+            fields += [
+                "points", str(state.points),
+                "events", str(state.events),
+                "first_seen", str(state.first_seen),
+                "last_seen", str(state.last_seen),
+                "segment", state.segment,
+            ]  # fmt: skip
+            for kind, count in state.by_type.items():
+                fields += [f"type:{kind}", str(count)]
+        out.append(["HSET", layout.member(member), *fields])
+    for member, days in writes.active_days.items():
+        out.append(["SADD", layout.member_days(member), *map(str, sorted(days))])
+    for head, items in (
+        (["ZADD", layout.members_first_seen(), "LT"], firsts),
+        (["ZADD", layout.members_last_seen(), "GT"], lasts),
+    ):
+        for chunk in _chunks(items, 2 * CHUNK):
+            out.append([*head, *chunk])
+    for identity, record in writes.awards:
+        at, member = str(record["at_ms"]), record["member_id"]
+        name = f"{record['badge']}:{record['tier']}" if record["tier"] else record["badge"]
+        out.append(["HSET", layout.member_badges(member), name, at])
+        out.append(["HSET", layout.awards(), identity, orjson.dumps(record).decode()])
+        out.append(["ZADD", layout.awards_by_time(), at, identity])
+        out.append(["ZADD", layout.award_outbox(), at, identity])
+        out.append(["HINCRBY", layout.award_counts(), name, "1"])
+    for identity, record in writes.flags:
+        out.append(["HSET", layout.flags(), identity, orjson.dumps(record).decode()])
+        out.append(["ZADD", layout.flag_outbox(), str(record["end_ms"]), identity])
+        out.append(["HINCRBY", layout.moderation_counts(), record["rule"], "1"])
+    for key, ids in writes.bursts.items():
+        out.append(["RPUSH", key, *ids])
+    for identity, record in writes.changes:
+        at, member = str(record["at_ms"]), record["member_id"]
+        out.append(["HSET", layout.segment_changes(), identity, orjson.dumps(record).decode()])
+        out.append(["ZADD", layout.segment_outbox(), at, identity])
+        if record["from"] != "beginner":
+            out.append(["ZREM", layout.segment_index(record["from"]), member])
+        if record["to"] != "beginner":
+            out.append(["ZADD", layout.segment_index(record["to"]), at, member])
+    for member, due in writes.dues.items():
+        if due:
+            out.append(["ZADD", layout.segment_due(), str(due), member])
+        else:
+            out.append(["ZREM", layout.segment_due(), member])
+    for key, expire_at in expire.items():
+        if expire_at > now:
+            out.append(["EXPIREAT", key, str(expire_at)])
+    return out
+
+
+def payload(
+    writes: CommunityWrites, fences: Mapping[str, tuple[int, int, int]], now: float
+) -> bytes:
+    """The argument of ``write_batch.lua``: fences (field -> epoch, offset, stream ms),
+    commands and thread ops, as one JSON array."""
+    hist = {kind: writes.layout.first_response(kind) for kind in ("forum", "github")}
+    threads = [
+        [op, key, member, str(at), str(expire_at), hist[key.split(":thread:", 1)[1].split(":")[0]]]
+        for op, key, member, at, expire_at in writes.threads
+    ]
+    return orjson.dumps(
+        [
+            [[f, str(e), str(o), str(s)] for f, (e, o, s) in fences.items()],
+            commands(writes, now),
+            threads,
+        ]
+    )
+
+
+class StateWriter:
+    """Loads, claims and writes through one asyncio Redis client."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+        self._client: Any = client
+        self._prefix = prefix
+        self._write_sha: str | None = None
+        self._claim_sha: str | None = None
+
+    async def _scripts(self) -> tuple[str, str]:
+        if self._write_sha is None or self._claim_sha is None:
+            self._write_sha = await self._client.script_load(WRITE_LUA)
+            self._claim_sha = await self._client.script_load(CLAIM_LUA)
+        return self._write_sha, self._claim_sha
+
+    async def epochs(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """A new owner epoch per input partition (newer than any handed out before)."""
+        if not partitions:
+            return {}
+        async with self._client.pipeline(transaction=False) as pipe:
+            for topic, partition in partitions:
+                pipe.incr(epoch_key(self._prefix, topic, partition))
+            values = await pipe.execute()
+        return {tp: int(v) for tp, v in zip(partitions, values, strict=True)}
+
+    async def load(
+        self,
+        claims: Mapping[KeyLayout, Sequence[tuple[str, int]]],
+        members: Sequence[tuple[KeyLayout, str]],
+    ) -> tuple[dict[KeyLayout, dict[str, Fence]], list[MemberState | None]]:
+        """Claim partitions in communities first touched (``claims``: field, epoch pairs)
+        and read members' states, in one round trip. The claims run first, so no older
+        owner writes between them and the reads."""
+        if not claims and not members:
+            return {}, []
+        for attempt in range(2):
+            _, claim_sha = await self._scripts()
+            try:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for layout, fields in claims.items():
+                        args = [x for field, epoch in fields for x in (field, str(epoch))]
+                        pipe.evalsha(claim_sha, 1, layout.offsets(), *args)
+                    for layout, member in members:
+                        pipe.hget(layout.member(member), STATE_FIELD)
+                    replies = await pipe.execute()
+                break
+            except redis.exceptions.NoScriptError:
+                if attempt:
+                    raise
+                self._write_sha = self._claim_sha = None
+        fences = {}
+        for (layout, fields), stored in zip(claims.items(), replies, strict=False):
+            fences[layout] = {
+                field: Fence.parse(value) for (field, _), value in zip(fields, stored, strict=True)
+            }
+        states = [None if raw is None else decode_state(raw) for raw in replies[len(claims) :]]
+        return fences, states
+
+    async def write(self, batches: Sequence[tuple[str, str, bytes]]) -> None:
+        """Run ``write_batch.lua`` per (community, offsets key, payload), in one pipeline;
+        :class:`Fenced` when a newer owner refused one (the others are written)."""
+        if not batches:
+            return
+        for attempt in range(2):
+            write_sha, _ = await self._scripts()
+            try:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for _, offsets_key, body in batches:
+                        pipe.evalsha(write_sha, 1, offsets_key, body)
+                    replies = await pipe.execute()
+                break
+            except redis.exceptions.NoScriptError:
+                if attempt:
+                    raise
+                self._write_sha = self._claim_sha = None
+        for (community, _, _), reply in zip(batches, replies, strict=True):
+            if reply[0] == "fenced":
+                raise Fenced(community, reply[1], reply[2])
+
+    async def due_members(self, layout: KeyLayout, until_ms: int) -> list[str]:
+        """Members of a community whose segment downgrade is due by ``until_ms``."""
+        members: list[str] = await self._client.zrangebyscore(layout.segment_due(), 0, until_ms)
+        return members
+
+    async def pending(self, outbox_key: str, limit: int = 1000) -> list[str]:
+        """Ids waiting in an outbox (recorded, not yet confirmed as published), oldest first."""
+        ids: list[str] = await self._client.zrange(outbox_key, 0, limit - 1)
+        return ids
+
+    async def records(
+        self, wanted: Sequence[tuple[str, Sequence[str]]]
+    ) -> list[list[tuple[str, Any]]]:
+        """Per (records key, ids) pair, the JSON records of the ids (ids without a record
+        are skipped), read with one pipeline."""
+        asked = [(key, list(ids)) for key, ids in wanted if ids]
+        if not asked:
+            return [[] for _ in wanted]
+        async with self._client.pipeline(transaction=False) as pipe:
+            for key, ids in asked:
+                pipe.hmget(key, ids)
+            replies = iter(await pipe.execute())
+        return [
+            [(i, orjson.loads(r)) for i, r in zip(ids, next(replies), strict=True) if r]
+            if ids
+            else []
+            for _, ids in wanted
+        ]
+
+    async def confirm(self, confirmed: Sequence[tuple[str, str]]) -> None:
+        """Remove published ids from their outboxes: (outbox key, id) pairs."""
+        if not confirmed:
+            return
+        async with self._client.pipeline(transaction=False) as pipe:
+            for outbox_key, identity in confirmed:
+                pipe.zrem(outbox_key, identity)
+            await pipe.execute()
+
+    async def communities(self) -> list[str]:
+        members: set[str] = await self._client.smembers(f"{self._prefix}:communities")
+        return sorted(members)
+
+    async def remember_communities(self, communities: Sequence[str]) -> None:
+        if communities:
+            await self._client.sadd(f"{self._prefix}:communities", *communities)

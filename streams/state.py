@@ -1,0 +1,153 @@
+"""A member's engine state: everything the rules remember about one member of one
+community, owned by the worker that owns the member's input partition.
+
+The worker keeps the states of its partitions' members in memory, loads a member's
+state from Redis on first touch and writes it back with each batch that changed it
+(:func:`to_record` / :func:`from_record` give its JSON-ready form; the shell encodes
+it). The evaluator (``streams/evaluator.py``) is the only code that changes a state.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+# Bumped when the record layout changes; a record of another version is refused (the
+# operator runs ``pulse rebuild --from-beginning``).
+STATE_VERSION: Final = 1
+DAY_MS: Final = 86_400_000
+
+
+def event_digest(event_id: str) -> int:
+    """The 64-bit digest an event id is remembered by (8 bytes instead of the id)."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
+
+
+@dataclass(slots=True)
+class MemberState:
+    """One member's rule state. Times are epoch milliseconds, days UTC day numbers."""
+
+    points: int = 0
+    events: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+    first_seen: int = 0
+    last_seen: int = 0
+    # The newest event time seen (applied or not): what pruning is judged against.
+    newest: int = 0
+    # The newest UTC day added to the member's active-days set in Redis (-1: none).
+    last_day: int = -1
+    # Badge condition counters ("badge/i[/group]") and day sets ("badge/i").
+    counters: dict[str, int] = field(default_factory=dict)
+    days: dict[str, set[int]] = field(default_factory=dict)
+    # Badges held: "badge[:tier]" -> awarded at.
+    badges: dict[str, int] = field(default_factory=dict)
+    # Points per UTC day over the last 30 days of the member's event time.
+    score: dict[int, int] = field(default_factory=dict)
+    segment: str = "beginner"
+    # When the 30-day score fell below the segment's lower threshold (0: it has not),
+    # and when the downgrade grace ends (0: no downgrade pending).
+    below_since: int = 0
+    due: int = 0
+    # Moderation windows: per channel the recent messages (at, event_id); per content
+    # hash the channels it was posted in (channel -> last at); the open bursts
+    # ("rule|scope" -> [flag_id, end]).
+    flood: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    crosspost: dict[str, dict[str, int]] = field(default_factory=dict)
+    bursts: dict[str, tuple[str, int]] = field(default_factory=dict)
+    # Event ids applied recently (their digests, per UTC day of the event).
+    seen: dict[int, set[int]] = field(default_factory=dict)
+
+    def score_at(self, day: int) -> int:
+        """The 30-day score on ``day``: points of days ``day - 29 .. day``."""
+        return sum(p for d, p in self.score.items() if day - 30 < d <= day)
+
+
+def _pack(digests: set[int]) -> str:
+    return base64.b64encode(struct.pack(f">{len(digests)}Q", *sorted(digests))).decode()
+
+
+def _unpack(text: str) -> set[int]:
+    raw = base64.b64decode(text)
+    return set(struct.unpack(f">{len(raw) // 8}Q", raw))
+
+
+def to_record(state: MemberState) -> list[Any]:
+    """The state as JSON-ready values (a list: short field names cost bytes per member)."""
+    return [
+        STATE_VERSION,
+        state.points,
+        state.events,
+        state.by_type,
+        state.first_seen,
+        state.last_seen,
+        state.newest,
+        state.last_day,
+        state.counters,
+        {k: sorted(v) for k, v in state.days.items()},
+        state.badges,
+        {str(d): p for d, p in state.score.items()},
+        state.segment,
+        state.below_since,
+        state.due,
+        {k: [list(m) for m in v] for k, v in state.flood.items()},
+        state.crosspost,
+        {k: list(v) for k, v in state.bursts.items()},
+        {str(d): _pack(v) for d, v in state.seen.items()},
+    ]
+
+
+class StateVersionError(ValueError):
+    """A stored state of a layout this version cannot read."""
+
+
+def from_record(record: list[Any]) -> MemberState:
+    """The inverse of :func:`to_record`."""
+    if not record or record[0] != STATE_VERSION:
+        raise StateVersionError(
+            f"member state of version {record[0] if record else None!r}, expected "
+            f"{STATE_VERSION}: run `pulse rebuild --from-beginning`"
+        )
+    (
+        _,
+        points,
+        events,
+        by_type,
+        first_seen,
+        last_seen,
+        newest,
+        last_day,
+        counters,
+        days,
+        badges,
+        score,
+        segment,
+        below_since,
+        due,
+        flood,
+        crosspost,
+        bursts,
+        seen,
+    ) = record
+    return MemberState(
+        points=points,
+        events=events,
+        by_type=by_type,
+        first_seen=first_seen,
+        last_seen=last_seen,
+        newest=newest,
+        last_day=last_day,
+        counters=counters,
+        days={k: set(v) for k, v in days.items()},
+        badges=badges,
+        score={int(d): p for d, p in score.items()},
+        segment=segment,
+        below_since=below_since,
+        due=due,
+        flood={k: [(int(m[0]), str(m[1])) for m in v] for k, v in flood.items()},
+        crosspost=crosspost,
+        bursts={k: (str(v[0]), int(v[1])) for k, v in bursts.items()},
+        seen={int(d): _unpack(v) for d, v in seen.items()},
+    )
