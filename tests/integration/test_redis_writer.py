@@ -1,8 +1,7 @@
-"""The Lua batch writer on the real Redis: idempotent, atomic per event, slot-safe."""
+"""The engine's fenced batch writer on the real Redis: idempotent, fenced, slot-safe."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -10,11 +9,12 @@ from typing import Any
 import pytest
 import redis
 
-from agents.store import BatchWriter, connect_async
+from agents.writer import Fenced
 from streams.activity import Activity
-from streams.effects import Policy, Retention, plan_batch
+from streams.policy import Retention
 from tests.conftest import NOON
 from tests.integration.conftest import Stack
+from tests.integration.engine import Engine
 
 
 @pytest.fixture
@@ -27,11 +27,28 @@ def prefix(stack: Stack) -> Iterator[str]:
         client.delete(*keys)
 
 
+@pytest.fixture
+def engines(stack: Stack) -> Iterator[Callable[..., Engine]]:
+    made: list[Engine] = []
+
+    def make(prefix: str, now: float = NOON, **env: str) -> Engine:
+        engine = Engine(stack.redis_url, prefix, now, env=env)
+        made.append(engine)
+        return engine
+
+    yield make
+    for engine in made:
+        engine.close()
+
+
 def snapshot(stack: Stack, prefix: str) -> dict[str, Any]:
-    """Every key under ``prefix`` with its type and full value."""
+    """Every key under ``prefix`` with its type and full value (not the fences: owner
+    epochs and recorded offsets)."""
     client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
     state: dict[str, Any] = {}
     for key in client.scan_iter(match=f"{prefix}:*"):
+        if key.endswith(":offsets") or ":epoch:" in key:
+            continue
         kind = client.type(key)
         if kind == "zset":
             state[key] = client.zrange(key, 0, -1, withscores=True)
@@ -39,51 +56,51 @@ def snapshot(stack: Stack, prefix: str) -> dict[str, Any]:
             state[key] = client.hgetall(key)
         elif kind == "set":
             state[key] = sorted(client.smembers(key))
+        elif kind == "list":
+            state[key] = client.lrange(key, 0, -1)
         else:
             state[key] = client.get(key)
     return state
 
 
-def apply(stack: Stack, prefix: str, activities: list[Activity], now: float = NOON) -> Any:
-    async def run() -> Any:
-        client = connect_async(stack.redis_url)
-        try:
-            writer = BatchWriter(client, prefix)
-            policy = Policy(retention=Retention(dedupe_seconds=3600))
-            plans = list(plan_batch(activities, prefix, policy, now).values())
-            return [applied.flags for applied in await writer.apply(plans)]
-        finally:
-            await client.aclose()
-
-    return asyncio.run(run())
-
-
-def test_applying_the_same_batch_twice_changes_nothing(
+def test_redelivered_records_and_resent_events_change_nothing(
     stack: Stack,
     prefix: str,
+    engines: Callable[..., Engine],
     make_activity: Callable[..., Activity],
 ) -> None:
+    engine = engines(prefix)
     batch = [
         make_activity(event_id=f"e{i}", member_id=f"m{i % 3}", community=("a", "b")[i % 2])
         for i in range(20)
     ]
-    first = apply(stack, prefix, batch)
-    assert sorted(sum(first, [])) == [1] * 20
+    records = engine.records(batch)
+    first = engine.process(records)
+    assert first.codes == [1] * 20
     state = snapshot(stack, prefix)
     assert state
-    second = apply(stack, prefix, batch)
-    assert sum(second, []) == [0] * 20
+    # The same records again (redelivered after a lost commit): skipped by offset.
+    assert engine.process(records).codes == []
+    assert snapshot(stack, prefix) == state
+    # A worker that starts afresh skips them too: the offsets are recorded in Redis.
+    fresh = engines(prefix)
+    assert fresh.process(records).codes == []
+    # The same events in new records (a producer retry, a re-import): dropped by id.
+    fresh.offsets = list(engine.offsets)
+    assert fresh.feed(batch).codes == [0] * 20
     assert snapshot(stack, prefix) == state
 
 
 def test_a_batch_mixing_new_and_seen_events_applies_only_the_new(
     stack: Stack,
     prefix: str,
+    engines: Callable[..., Engine],
     make_activity: Callable[..., Activity],
 ) -> None:
-    apply(stack, prefix, [make_activity(event_id="old")])
-    flags = apply(stack, prefix, [make_activity(event_id="old"), make_activity(event_id="new")])
-    assert flags == [[0, 1]]
+    engine = engines(prefix)
+    engine.feed([make_activity(event_id="old")])
+    codes = engine.feed([make_activity(event_id="old"), make_activity(event_id="new")]).codes
+    assert codes == [0, 1]
     client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
     assert client.hget(f"{prefix}:{{pycon-us}}:member:alice", "points") == "2"
     assert client.zscore(f"{prefix}:{{pycon-us}}:lb:all:all", "alice") == -2
@@ -92,18 +109,17 @@ def test_a_batch_mixing_new_and_seen_events_applies_only_the_new(
 def test_keys_expire_at_the_planned_time(
     stack: Stack,
     prefix: str,
+    engines: Callable[..., Engine],
     make_activity: Callable[..., Activity],
 ) -> None:
     import time
 
-    now = time.time()
-    apply(stack, prefix, [make_activity(occurred_at="2026-11-25T11:59:00Z")], now=now)
+    engines(prefix, now=time.time()).feed([make_activity(occurred_at="2026-11-25T11:59:00Z")])
     client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
     day_key = f"{prefix}:{{pycon-us}}:lb:day:2026-11-25"
     expected = 1795651200 + Retention().day_seconds  # end of the day + retention
     assert client.expiretime(day_key) == expected
     assert client.ttl(f"{prefix}:{{pycon-us}}:lb:all:all") == -1
-    assert 0 < client.ttl(f"{prefix}:{{pycon-us}}:seen:evt-1") <= 3600
 
 
 HOSTILE_MEMBERS = [
@@ -120,28 +136,31 @@ HOSTILE_MEMBERS = [
 def test_hostile_ids_cannot_touch_another_members_or_communitys_keys(
     stack: Stack,
     prefix: str,
+    engines: Callable[..., Engine],
     make_activity: Callable[..., Activity],
 ) -> None:
-    apply(stack, prefix, [make_activity(event_id="v", member_id="victim", community="b")])
+    engine = engines(prefix)
+    engine.feed([make_activity(event_id="v", member_id="victim", community="b")])
     victim_state = snapshot(stack, f"{prefix}:{{b}}")
     batch = [
         make_activity(event_id=f"h{i}", member_id=m, community="a", channel=m)
         for i, m in enumerate(HOSTILE_MEMBERS)
     ]
-    assert sum(apply(stack, prefix, batch), []) == [1] * len(HOSTILE_MEMBERS)
+    assert engine.feed(batch).codes == [1] * len(HOSTILE_MEMBERS)
     assert snapshot(stack, f"{prefix}:{{b}}") == victim_state
-    written = snapshot(stack, prefix).keys() - victim_state.keys()
+    written = snapshot(stack, prefix).keys() - victim_state.keys() - {f"{prefix}:communities"}
     assert all(key.startswith(f"{prefix}:{{a}}:") for key in written)
     assert all(key.count("{") == 1 and key.count("}") == 1 for key in written)
 
 
-def test_one_call_for_a_batch_leaves_the_same_state_as_one_call_per_event(
+def test_one_write_for_a_batch_leaves_the_same_state_as_one_write_per_event(
     stack: Stack,
     prefix: str,
+    engines: Callable[..., Engine],
     make_activity: Callable[..., Activity],
 ) -> None:
-    """The script adds up a call's leaderboard, counter, window, profile and first/last
-    seen writes and makes them at its end; that must not change any outcome."""
+    """A batch's leaderboard, counter, window, profile and first/last seen writes are
+    added up and made once; that must not change any outcome."""
     kinds: list[dict[str, Any]] = [
         {"type": "chat.message", "channel": "general"},
         {"type": "chat.message", "channel": "help"},
@@ -178,24 +197,19 @@ def test_one_call_for_a_batch_leaves_the_same_state_as_one_call_per_event(
     earlier = [batch[3], batch[10]]  # seen before the batch: duplicates inside it
     batched_prefix = f"{prefix}b"
     one_by_one = f"{prefix}s"
-    apply(stack, batched_prefix, earlier)
-    apply(stack, one_by_one, earlier)
+    batched_engine, single_engine = engines(batched_prefix), engines(one_by_one)
+    batched_engine.feed(earlier)
+    single_engine.feed(earlier)
 
-    batched_flags = apply(stack, batched_prefix, batch)
-    single_flags = [apply(stack, one_by_one, [activity])[0][0] for activity in batch]
+    batched_codes = batched_engine.feed(batch).codes
+    single_codes = [single_engine.feed([activity]).codes[0] for activity in batch]
 
-    assert batched_flags == [single_flags]
-    assert single_flags.count(0) == 2
-    assert single_flags.count(1) == 58
+    assert batched_codes == single_codes
+    assert single_codes.count(0) == 2
+    assert single_codes.count(1) == 58
 
     def renamed(state: dict[str, Any], name: str) -> dict[str, Any]:
-        out = {key.replace(name, "P"): value for key, value in state.items()}
-        # Segment change ids hash the key prefix in; compare the changes themselves.
-        out["P:{pycon-us}:segchanges"] = sorted(out["P:{pycon-us}:segchanges"].values())
-        out["P:{pycon-us}:segchanges:outbox"] = sorted(
-            at for _, at in out["P:{pycon-us}:segchanges:outbox"]
-        )
-        return out
+        return {key.replace(name, "P"): value for key, value in state.items()}
 
     batched = renamed(snapshot(stack, batched_prefix), batched_prefix)
     single = renamed(snapshot(stack, one_by_one), one_by_one)
@@ -204,14 +218,37 @@ def test_one_call_for_a_batch_leaves_the_same_state_as_one_call_per_event(
         min(int(a.occurred_at * 1000) for a in batch if a.member_id == "ann")
     )
     client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
-    thread = f"{batched_prefix}:{{pycon-us}}:thread:forum:7"
     for key in client.scan_iter(match=f"{batched_prefix}:*"):
-        # Dedupe markers and moderation windows expire relative to the call's own time.
-        if ":seen:" not in key and ":mod:" not in key and key != thread:
-            assert client.expiretime(key) == client.expiretime(
-                key.replace(batched_prefix, one_by_one)
-            ), key
-    # A thread key lives 30 days past the latest of its events in the call; one event
-    # per call, the last one applied sets it (here an earlier one: out of order).
-    latest = max(a.occurred_at for a in batch if "thread_id" in (a.attributes or {}))
-    assert client.expiretime(thread) == int(latest) + Retention().thread_seconds
+        assert client.expiretime(key) == client.expiretime(
+            key.replace(batched_prefix, one_by_one)
+        ), key
+    # A thread key lives 30 days past the event that opened it.
+    thread = f"{batched_prefix}:{{pycon-us}}:thread:forum:7"
+    opened = min(
+        a.occurred_at for a in batch if a.type == "forum.post" and a.event_id not in ("e3", "e10")
+    )
+    assert client.expiretime(thread) >= int(opened) + Retention().thread_seconds
+
+
+def test_a_write_of_an_older_owner_is_refused_and_changes_nothing(
+    stack: Stack,
+    prefix: str,
+    engines: Callable[..., Engine],
+    make_activity: Callable[..., Activity],
+) -> None:
+    zombie = engines(prefix)
+    zombie.feed([make_activity(event_id="a1", member_id="ann")])
+    paused = zombie.prepare(zombie.records([make_activity(event_id="a2", member_id="ann")]))
+    # The partitions move to a new owner (a rebalance while the zombie was paused): it
+    # takes newer epochs and claims the community on its first batch.
+    owner = engines(prefix)
+    owner.offsets = list(zombie.offsets)
+    owner.offsets[0] -= 1  # a2 was never committed: the new owner reads it again
+    owner.feed([make_activity(event_id="a2", member_id="ann")])
+    state = snapshot(stack, prefix)
+    with pytest.raises(Fenced):
+        zombie.run(zombie.processor.apply(paused))
+    assert snapshot(stack, prefix) == state
+    assert zombie.processor.cached_members == 0  # it dropped what it believed
+    client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
+    assert client.hget(f"{prefix}:{{pycon-us}}:member:ann", "points") == "2"
