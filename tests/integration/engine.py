@@ -12,8 +12,8 @@ import orjson
 from prometheus_client import CollectorRegistry
 
 from agents.metrics import PulseMetrics
-from agents.processor import DeadLetter, PreparedBatch
 from agents.processor import ActivityProcessor as Processor
+from agents.processor import DeadLetter, PreparedBatch
 from agents.settings import Settings
 from agents.store import connect_async
 from agents.writer import StateWriter
