@@ -379,7 +379,7 @@ class ActivityProcessor:
         now = self._clock()
         stamps: dict[tuple[str, str], float] = {}
         letters: list[DeadLetter] = []
-        decoded: list[tuple[Activity, str, int]] = []
+        decoded: list[tuple[Activity, str, int, int]] = []
         skew, limit = self._settings.max_future_skew, self._settings.max_message_bytes
         owned = self._owned
         for done, record in enumerate(records, 1):
@@ -389,14 +389,14 @@ class ActivityProcessor:
             else:
                 field = partition_field(record.topic, record.partition)
                 if field in owned:
-                    decoded.append((item, field, record.offset))
+                    decoded.append((item, field, record.offset, max(0, record.timestamp)))
                     stamps.setdefault((item.community, item.event_id), record.timestamp / 1000)
             if every and not done % every:
                 await asyncio.sleep(0)
         generation = self._generation
         await self._load(
-            {a.community for a, _, _ in decoded},
-            {(a.community, a.member_id) for a, _, _ in decoded},
+            {a.community for a, *_ in decoded},
+            {(a.community, a.member_id) for a, *_ in decoded},
         )
         if generation != self._generation:
             raise StaleBatch("the engine state was reset while the batch loaded")
@@ -404,7 +404,7 @@ class ActivityProcessor:
         writes: dict[str, CommunityWrites] = {}
         written: dict[str, dict[str, Fence]] = {}
         skipped: Counter[str] = Counter()
-        for done, (activity, field, offset) in enumerate(decoded, 1):
+        for done, (activity, field, offset, received) in enumerate(decoded, 1):
             community = activity.community
             fence = fences[community][field]
             if offset <= fence.offset:
@@ -420,10 +420,12 @@ class ActivityProcessor:
                 out = writes[community] = CommunityWrites(self.layout(community))
             key = (community, activity.member_id)
             cache.move_to_end(key)
-            evaluate(cache[key], activity, policy, out, fence.stream_ms / 1000)
+            evaluate(cache[key], activity, policy, out, fence.stream_ms / 1000, received)
             written.setdefault(community, {})[field] = fence
             if every and not done % every:
                 await asyncio.sleep(0)
+                if generation != self._generation:
+                    raise StaleBatch("the engine state was reset while the batch was evaluated")
         payloads = []
         for community, out in writes.items():
             recorded = {
@@ -520,6 +522,10 @@ class ActivityProcessor:
         late_events: Counter[str] = Counter()
         duplicates: Counter[str] = Counter(batch.skipped)
         latency = m.processing_latency.observe
+        # Late is judged in event time by the evaluator (against the stream time); an
+        # event whose buckets Redis has expired by its own clock is not written to them
+        # either, and counts as late too. The minute window bucket expires first.
+        keep = self._policy.retention.window_seconds
         for writes in batch.writes:
             community = writes.layout.community
             for activity, code, late in zip(
@@ -531,7 +537,7 @@ class ActivityProcessor:
                     newest = max(newest, activity.occurred_at)
                     processed[community, activity.type] += 1
                     latency(max(0.0, applied_at - stamps[(community, activity.event_id)]))
-                    if late:
+                    if late or (activity.occurred_at // 60 + 1) * 60 + keep <= applied_at:
                         late_events[community] += 1
                 else:
                     duplicates[community] += 1

@@ -8,8 +8,9 @@ rebuild``, ``pulse badges backtest`` and the tests all call it. It reads no cloc
 everything is judged in event time, so a replay of the same input gives the same
 awards, flags and segment changes, with the same ids and times.
 
-- **Dedupe.** An event whose ``event_id`` the member's state remembers (within the
-  dedupe retention, in event time) is a duplicate and changes nothing.
+- **Dedupe.** An event whose ``event_id`` the member's state remembers (received
+  within the dedupe retention before the member's newest record) is a duplicate and
+  changes nothing.
 - **Moderation** runs first on a chat message: over a limit, the message is moderated
   (no points, no badge) and raises or extends its burst's flag.
 - **Late.** A leaderboard or window bucket whose end plus retention is at or before
@@ -55,13 +56,18 @@ def evaluate(
     policy: Policy,
     out: CommunityWrites,
     stream_time: float,
+    received: int = 0,
 ) -> int:
     """Apply ``activity`` to ``state`` (in place) and add its effects to ``out``.
 
     ``stream_time`` (epoch seconds) is the newest event time of the activity's
-    partition, this activity included. Returns :data:`APPLIED`, :data:`DUPLICATE` or
-    :data:`MODERATED`; the code, the activity and whether it was late are also
-    appended to ``out``.
+    partition, this activity included. ``received`` (epoch ms) is when its record was
+    received: the Kafka record timestamp, part of the input like the event itself (0:
+    unknown, the event time stands in). Event ids are remembered for the dedupe
+    retention after the member's newest receipt, so a re-import of an old history
+    within that time is recognised, and a replay of the same records decides alike.
+    Returns :data:`APPLIED`, :data:`DUPLICATE` or :data:`MODERATED`; the code, the
+    activity and whether it was late are also appended to ``out``.
     """
     at = int(activity.occurred_at * 1000)
     member = activity.member_id
@@ -73,12 +79,19 @@ def evaluate(
             out.late.append(False)
             return DUPLICATE
     day = at // DAY_MS
-    state.seen.setdefault(day, set()).add(digest)
+    receipt = received or at
+    state.seen.setdefault(receipt // DAY_MS, set()).add(digest)
+    if receipt > state.received:
+        state.received = receipt
+        horizon = (receipt - policy.retention.dedupe_seconds * 1000) // DAY_MS
+        for old in [d for d in state.seen if d < horizon]:
+            del state.seen[old]
+    out.members[member] = state
+    # Downgrades that fell due before this event are judged on the score as it was.
+    advance(state, member, at, policy.segments, out)
     if at > state.newest:
         state.newest = at
         _forget(state, policy)
-    out.members[member] = state
-    advance(state, member, at, policy.segments, out)
     if (
         activity.type == "chat.message"
         and activity.channel is not None
@@ -99,9 +112,6 @@ def evaluate(
 def _forget(state: MemberState, policy: Policy) -> None:
     """Drop what no later event can need, judged against the member's newest event."""
     newest = state.newest
-    horizon = (newest - policy.retention.dedupe_seconds * 1000) // DAY_MS
-    for day in [d for d in state.seen if d < horizon]:
-        del state.seen[day]
     oldest_score = newest // DAY_MS - SCORE_DAYS
     for day in [d for d in state.score if d <= oldest_score]:
         del state.score[day]
@@ -279,7 +289,7 @@ def _schedule(
             # Points age out of the score 30 days after their day; the score falls
             # below on the first day that leaves it under the threshold.
             state.below_since = 0
-            for old_day in sorted(d for d in state.score if d <= day):
+            for old_day in sorted(d for d in state.score if day - SCORE_DAYS < d <= day):
                 score -= state.score[old_day]
                 if score < low:
                     state.below_since = (old_day + SCORE_DAYS) * DAY_MS

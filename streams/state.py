@@ -17,7 +17,7 @@ from typing import Any, Final
 
 # Bumped when the record layout changes; a record of another version is refused (the
 # operator runs ``pulse rebuild --from-beginning``).
-STATE_VERSION: Final = 1
+STATE_VERSION: Final = 2
 DAY_MS: Final = 86_400_000
 
 
@@ -57,8 +57,11 @@ class MemberState:
     flood: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
     crosspost: dict[str, dict[str, int]] = field(default_factory=dict)
     bursts: dict[str, tuple[str, int]] = field(default_factory=dict)
-    # Event ids applied recently (their digests, per UTC day of the event).
+    # Event ids applied recently: their digests, per UTC day the record was received
+    # (its Kafka timestamp, part of the input); kept for the dedupe retention after the
+    # newest receipt.
     seen: dict[int, set[int]] = field(default_factory=dict)
+    received: int = 0
 
     def score_at(self, day: int) -> int:
         """The 30-day score on ``day``: points of days ``day - 29 .. day``."""
@@ -96,6 +99,7 @@ def to_record(state: MemberState) -> list[Any]:
         state.crosspost,
         {k: list(v) for k, v in state.bursts.items()},
         {str(d): _pack(v) for d, v in state.seen.items()},
+        state.received,
     ]
 
 
@@ -130,6 +134,7 @@ def from_record(record: list[Any]) -> MemberState:
         crosspost,
         bursts,
         seen,
+        received,
     ) = record
     return MemberState(
         points=points,
@@ -150,4 +155,5 @@ def from_record(record: list[Any]) -> MemberState:
         crosspost=crosspost,
         bursts={k: (str(v[0]), int(v[1])) for k, v in bursts.items()},
         seen={int(d): _unpack(v) for d, v in seen.items()},
+        received=received,
     )

@@ -41,6 +41,8 @@ def snapshot(client: redis.Redis, prefix: str) -> dict[str, Any]:
             pipe.smembers(key)
         elif kind == "string":
             pipe.get(key)
+        elif kind == "list":
+            pipe.lrange(key, 0, -1)
         else:
             raise AssertionError(f"unexpected {kind} key {key}")
     values = pipe.execute()
@@ -61,13 +63,37 @@ PREFIX_DERIVED_IDS = (":segchanges", ":segchanges:outbox")
 # the reference pass, made at the end, still has them. They are transient by design and
 # left out of the comparison; the flags they raise are compared.
 TRANSIENT = (":mod:rate:", ":mod:xp:")
+# The fences are bookkeeping of who wrote, not results: the owner epochs handed out
+# (prefix:epoch:*) and, per community, each partition's epoch, last applied offset and
+# stream time (:offsets). A run with restarts takes other epochs than the reference.
+BOOKKEEPING = (":epoch:", ":offsets")
+
+
+def remembered(
+    client: redis.Redis, prefix: str, wanted: Sequence[tuple[str, str, str]]
+) -> set[int]:
+    """Which of (community, member_id, event_id) the members' engine states remember as
+    applied (their dedupe memory), by index in ``wanted``."""
+    from agents.writer import STATE_FIELD, decode_state
+    from streams.keys import KeyLayout
+    from streams.state import event_digest
+
+    members = sorted({(c, m) for c, m, _ in wanted})
+    pipe = client.pipeline(transaction=False)
+    for community, member in members:
+        pipe.hget(KeyLayout(prefix, community).member(member), STATE_FIELD)
+    seen: dict[tuple[str, str], set[int]] = {}
+    for key, raw in zip(members, pipe.execute(), strict=True):
+        state = decode_state(raw) if raw else None
+        seen[key] = set().union(*state.seen.values()) if state and state.seen else set()
+    return {i for i, (c, m, e) in enumerate(wanted) if event_digest(e) in seen[(c, m)]}
 
 
 def comparable(state: dict[str, Any]) -> dict[str, Any]:
     return {
         key: sorted(value.values()) if key.endswith(PREFIX_DERIVED_IDS) else value
         for key, value in state.items()
-        if not any(marker in key for marker in TRANSIENT)
+        if not any(marker in key for marker in TRANSIENT + BOOKKEEPING)
     }
 
 

@@ -1,4 +1,4 @@
-"""Badge rules end to end through the planner and the in-memory ledger (Lua semantics)."""
+"""Badge rules end to end through the evaluator (a :class:`Replay` of the events)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ import pytest
 
 from streams.activity import Activity, parse_activity
 from streams.badges import CatalogError, award_id, default_catalog, load_catalog
-from streams.effects import Policy, Retention, plan_batch
-from streams.ledger import MemoryLedger
+from streams.policy import Policy
+from streams.replay import Replay
 from tests.conftest import activity_dict
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
 NOW = datetime(2026, 11, 25, tzinfo=UTC).timestamp()
+
+Award = tuple[str, str, str | None, str]
 
 
 def events(
@@ -45,23 +47,43 @@ def events(
     ]
 
 
+def replay(catalog: Any = None) -> Replay:
+    return Replay(Policy(catalog=default_catalog() if catalog is None else catalog))
+
+
 def awards(
-    batch: Iterable[Activity], catalog: Any = None, ledger: MemoryLedger | None = None
-) -> list[tuple[str, str, str | None, str]]:
-    ledger = ledger or MemoryLedger()
-    keep = Retention(
-        day_seconds=10**9, week_seconds=10**9, month_seconds=10**9, window_seconds=10**9
-    )
-    policy = Policy(catalog=default_catalog() if catalog is None else catalog, retention=keep)
-    plans = plan_batch(list(batch), "pulse", policy, NOW)
-    ledger.apply(list(plans.values()))
-    return [(a.member_id, a.badge, a.tier, a.evidence) for a in ledger.awards]
+    batch: Iterable[Activity], catalog: Any = None, into: Replay | None = None
+) -> list[Award]:
+    """The awards ``batch`` adds, as (member, badge, tier, evidence)."""
+    run = into or replay(catalog)
+    before = len(run.awards())
+    run.feed(batch)
+    return [
+        (r["member_id"], r["badge"], r["tier"] or None, r["evidence"])
+        for _, _, r in run.awards()[before:]
+    ]
 
 
 def test_first_merge_once() -> None:
     assert awards(events("github.pr_merged", 3)) == [
         ("alice", "first-merge", None, "github.pr_merged-alice-0")
     ]
+
+
+def test_an_award_record_names_its_evidence_and_time() -> None:
+    run = replay()
+    run.feed(events("github.pr_merged", 2, step=timedelta(hours=1)))
+    ((community, identity, record),) = run.awards()
+    assert community == "pycon-us"
+    assert identity == award_id("pycon-us", "alice", "first-merge", None)
+    assert record == {
+        "member_id": "alice",
+        "badge": "first-merge",
+        "tier": "",
+        "at_ms": int(START.timestamp() * 1000),
+        "evidence": "github.pr_merged-alice-0",
+    }
+    assert run.states[("pycon-us", "alice")].badges == {"first-merge": record["at_ms"]}
 
 
 @pytest.mark.parametrize(
@@ -141,10 +163,11 @@ def test_a_gap_breaks_the_streak_and_late_events_can_fill_it() -> None:
     batch += events(
         "forum.reply", 3, step=timedelta(days=1), start=START + timedelta(days=4), prefix="after"
     )
-    ledger = MemoryLedger()
-    assert awards(batch, ledger=ledger) == []
+    run = replay()
+    assert awards(batch, into=run) == []
+    # Late: the stream is already three days past it.
     gap = events("forum.reply", 1, start=START + timedelta(days=3), prefix="gap")
-    assert awards(gap, ledger=ledger) == [("alice", "regular", None, "gap-alice-0")]
+    assert awards(gap, into=run) == [("alice", "regular", None, "gap-alice-0")]
 
 
 def test_session_goer_counts_per_event_attribute() -> None:
@@ -174,19 +197,31 @@ def test_members_are_counted_separately() -> None:
     assert awards(batch) == []
 
 
-def test_a_lowered_threshold_awards_every_tier_passed_in_order() -> None:
-    ledger = MemoryLedger()
-    awards(events("forum.answer_accepted", 30), catalog=(), ledger=ledger)  # no badges yet
-    assert ledger.awards == []
-    catalog = load_catalog("""
+HELPER = """
 [badges.helper]
-tiers = { bronze = 5, silver = 25, gold = 100 }
-when = [{ kind = "count", type = "forum.answer_accepted" }]
-""")
-    # Counters only exist for badges in the catalog; one more event checks every tier.
-    more = events("forum.answer_accepted", 1, prefix="late")
-    got = awards(events("forum.answer_accepted", 30) + more, catalog=catalog)
-    assert [t for *_, t, _ in got] == ["bronze", "silver"]
+tiers = {{ bronze = {}, silver = {}, gold = {} }}
+when = [{{ kind = "count", type = "forum.answer_accepted" }}]
+"""
+
+
+def test_counters_only_exist_for_badges_in_the_catalog() -> None:
+    run = replay(catalog=())
+    assert awards(events("forum.answer_accepted", 30), into=run) == []
+    run.policy = Policy(catalog=load_catalog(HELPER.format(5, 25, 100)))
+    more = events("forum.answer_accepted", 1, prefix="more")
+    assert awards(more, into=run) == []  # the counter starts now: 1
+
+
+def test_a_lowered_threshold_awards_every_tier_passed_in_order() -> None:
+    run = replay(catalog=load_catalog(HELPER.format(50, 100, 200)))
+    assert awards(events("forum.answer_accepted", 30), into=run) == []
+    run.policy = Policy(catalog=load_catalog(HELPER.format(5, 25, 100)))
+    # The next event checks every tier: both passed ones, in order, on that event.
+    more = events("forum.answer_accepted", 1, prefix="more")
+    assert awards(more, into=run) == [
+        ("alice", "helper", "bronze", "more-alice-0"),
+        ("alice", "helper", "silver", "more-alice-0"),
+    ]
 
 
 def test_challenge_counts_only_inside_its_time_box() -> None:
@@ -220,8 +255,16 @@ source = "github"
 attributes = { label = "good-first-issue" }
 at_least = 2
 """)
-    good = {"channel": "docs", "source": "github", "attributes": {"label": "good-first-issue"}}
-    wrong = {"channel": "core", "source": "github", "attributes": {"label": "good-first-issue"}}
+    good: dict[str, Any] = {
+        "channel": "docs",
+        "source": "github",
+        "attributes": {"label": "good-first-issue"},
+    }
+    wrong: dict[str, Any] = {
+        "channel": "core",
+        "source": "github",
+        "attributes": {"label": "good-first-issue"},
+    }
     batch = events("github.comment", 1, prefix="w", **wrong) + events(
         "github.comment", 1, prefix="g1", **good
     )

@@ -1,159 +1,229 @@
-"""Planning a batch: the ops each activity produces, late buckets, in-batch repeats."""
+"""What evaluating an activity adds to its community's writes: counters, leaderboards,
+windows, expiry, lateness, in-batch repeats and key safety."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from streams.activity import Activity
-from streams.effects import (
-    COMMUNITY_HEADER,
-    GATE,
-    HEADER,
-    CommunityPlan,
-    Policy,
-    Retention,
-    plan_batch,
-)
+from streams.effects import APPLIED, DUPLICATE, CommunityWrites
+from streams.evaluator import evaluate
+from streams.keys import KeyLayout
+from streams.policy import Policy, Retention
+from streams.replay import Replay
+from streams.state import MemberState
 from tests.conftest import NOON
 
-Op = tuple[str, str, str, int, int]
+BASE = "pulse:{pycon-us}"
+AT = NOON - 60  # make_activity's default occurred_at, 2026-11-25T11:59Z
+DAY = int(NOON // 86400)
+DAY_END = 1795651200  # 2026-11-26T00:00Z
+WEEK_END = 1795996800  # Monday 2026-11-30T00:00Z
+MONTH_END = 1796083200  # 2026-12-01T00:00Z
+BOARDS = {
+    f"{BASE}:lb:day:2026-11-25": ("day", DAY_END),
+    f"{BASE}:lb:week:2026-W48": ("week", WEEK_END),
+    f"{BASE}:lb:month:2026-11": ("month", MONTH_END),
+    f"{BASE}:lb:all:all": ("all", None),
+    f"{BASE}:lb:ch:general:week:2026-W48": ("week", WEEK_END),
+    f"{BASE}:lb:ch:general:all:all": ("all", None),
+}
+MINUTE = int(AT // 60)
+WINDOWS = {
+    f"{BASE}:win:min:{MINUTE}": (MINUTE + 1) * 60,
+    f"{BASE}:win:hour:{MINUTE // 60}": (MINUTE // 60 + 1) * 3600,
+    f"{BASE}:win:day:{MINUTE // 1440}": (MINUTE // 1440 + 1) * 86400,
+}
 
 
-def decode(plan: CommunityPlan) -> list[tuple[list[Op], list[tuple[Any, ...]]]]:
-    """Split the flattened Lua arguments back into (ops, checks) per event; an op's key
-    index is looked up in the key table: ``(op, key, field, amount, expire_at)``."""
-    arguments = plan.arguments()
-    nkeys = int(arguments[COMMUNITY_HEADER])
-    table = arguments[COMMUNITY_HEADER + 1 : COMMUNITY_HEADER + 1 + 2 * nkeys]
-    args = arguments[COMMUNITY_HEADER + 1 + 2 * nkeys :]
-    assert args == plan.args
-    events = []
-    i = 0
-    while i < len(args):
-        nops, nchecks, ngates = int(args[i + 1]), int(args[i + 2]), int(args[i + 3])
-        i += HEADER + GATE * ngates
-        ops = []
-        for k in range(nops):
-            op, index, fld, amount = args[i + 4 * k : i + 4 * k + 4]
-            key, expire_at = table[2 * int(index) - 2], table[2 * int(index) - 1]
-            ops.append((op, key, fld, amount, expire_at))
-        i += 4 * nops
-        checks = []
-        for _ in range(nchecks):
-            head = tuple(args[i : i + 5])
-            nconds = int(head[4])
-            conds = tuple(tuple(args[i + 5 + 4 * k : i + 9 + 4 * k]) for k in range(nconds))
-            checks.append((*head[:4], conds))
-            i += 5 + 4 * nconds
-        events.append((ops, checks))  # type: ignore[arg-type]
-    return events
-
-
-def ops_of(plan: CommunityPlan, index: int = 0) -> list[Op]:
-    return decode(plan)[index][0]
-
-
-def plan_one(
+def evaluate_one(
     activity: Activity,
-    now: float = NOON,
+    stream_time: float = NOON,
     retention: Retention | None = None,
     points: dict[str, int] | None = None,
-) -> CommunityPlan:
-    table = points or {"chat.message": 1, "github.pr_merged": 15}
-    plans = plan_batch(
-        [activity], "pulse", Policy(points=table, retention=retention or Retention()), now
+) -> tuple[int, CommunityWrites]:
+    policy = Policy(
+        points=points or {"chat.message": 1, "github.pr_merged": 15},
+        retention=retention or Retention(),
     )
-    return plans[activity.community]
+    out = CommunityWrites(KeyLayout("pulse", activity.community))
+    code = evaluate(MemberState(), activity, policy, out, stream_time)
+    return code, out
 
 
-def test_a_chat_message_updates_counts_leaderboards_windows_and_profile(
+def test_a_chat_message_updates_counters_and_the_member(
     make_activity: Callable[..., Activity],
 ) -> None:
-    plan = plan_one(make_activity())
-    base = "pulse:{pycon-us}"
-    ops = {(o[0], o[1], o[2]): o[3] for o in ops_of(plan)}
-    assert plan.args[0] == f"{base}:seen:evt-1"
-    assert ops[("H", f"{base}:counts", "chat.message")] == 1
-    for key in (
-        "lb:day:2026-11-25",
-        "lb:week:2026-W48",
-        "lb:month:2026-11",
-        "lb:all:all",
-        "lb:ch:general:week:2026-W48",
-        "lb:ch:general:all:all",
-    ):
-        assert ops[("Z", f"{base}:{key}", "alice")] == -1, key
-    minute = int((NOON - 60) // 60)
-    assert ops[("H", f"{base}:win:min:{minute}", "alice")] == 1
-    assert ops[("H", f"{base}:win:hour:{minute // 60}", "alice")] == 1
-    assert ops[("H", f"{base}:win:day:{minute // 1440}", "alice")] == 1
-    assert ops[("H", f"{base}:member:alice", "points")] == 1
-    assert ops[("H", f"{base}:member:alice", "type:chat.message")] == 1
-    assert ops[("MIN", f"{base}:member:alice", "first_seen")] == int((NOON - 60) * 1000)
-    assert ops[("S", f"{base}:member:alice:days", str(int(NOON // 86400)))] == 1
-    assert plan.late == [False]
+    code, out = evaluate_one(make_activity())
+    assert code == APPLIED
+    assert (out.codes, out.late) == ([APPLIED], [False])
+    assert out.hincr[f"{BASE}:counts"] == {"chat.message": 1}
+    assert out.hincr[f"{BASE}:counts:source"] == {"chat.message|discord": 1}
+    assert out.hincr[f"{BASE}:events:day"] == {str(DAY): 1}
+    assert out.active_days == {"alice": {DAY}}
+    state = out.members["alice"]
+    assert (state.points, state.events, state.by_type) == (1, 1, {"chat.message": 1})
+    assert state.first_seen == state.last_seen == int(AT * 1000)
 
 
-def test_points_come_from_the_scoring_table(make_activity: Callable[..., Activity]) -> None:
-    plan = plan_one(make_activity(type="github.pr_merged"), points={"github.pr_merged": 40})
-    all_time = [o for o in ops_of(plan) if o[1].endswith(":lb:all:all")]
-    assert all_time == [("Z", "pulse:{pycon-us}:lb:all:all", "alice", -40, 0)]
-
-
-def test_period_keys_expire_after_retention_counted_from_the_bucket_end(
+def test_an_event_moves_six_leaderboards_by_minus_its_points(
     make_activity: Callable[..., Activity],
 ) -> None:
-    retention = Retention(day_seconds=100, week_seconds=200, month_seconds=300)
-    ops = ops_of(plan_one(make_activity(), retention=retention))
-    expiry = {o[1].rsplit(":", 2)[-2]: o[4] for o in ops if ":lb:" in o[1] and ":ch:" not in o[1]}
-    day_end = 1795651200  # 2026-11-26T00:00Z
-    week_end = 1795996800  # Monday 2026-11-30T00:00Z
-    month_end = 1796083200  # 2026-12-01T00:00Z
-    assert expiry == {
-        "day": day_end + 100,
-        "week": week_end + 200,
-        "month": month_end + 300,
-        "all": 0,
+    _, out = evaluate_one(make_activity(type="github.pr_merged"), points={"github.pr_merged": 40})
+    assert out.zincr == {key: {"alice": -40} for key in BOARDS}
+
+
+def test_an_event_without_a_channel_moves_no_channel_board(
+    make_activity: Callable[..., Activity],
+) -> None:
+    _, out = evaluate_one(make_activity(channel=...))
+    assert set(out.zincr) == {k for k in BOARDS if ":lb:ch:" not in k}
+
+
+def test_windows_get_the_points_per_minute_hour_and_day(
+    make_activity: Callable[..., Activity],
+) -> None:
+    _, out = evaluate_one(make_activity(), points={"chat.message": 3})
+    windows = {k: v for k, v in out.hincr.items() if ":win:" in k}
+    assert windows == {key: {"alice": 3} for key in WINDOWS}
+
+
+RETENTION = Retention(day_seconds=100, week_seconds=200, month_seconds=300, window_seconds=400)
+KEEP = {"day": 100, "week": 200, "month": 300}
+
+
+@pytest.mark.parametrize(
+    ("key", "expire_at"),
+    [(key, None if end is None else end + KEEP[period]) for key, (period, end) in BOARDS.items()]
+    + [(key, end + 400) for key, end in WINDOWS.items()],
+)
+def test_keys_expire_at_their_bucket_end_plus_retention(
+    make_activity: Callable[..., Activity], key: str, expire_at: int | None
+) -> None:
+    _, out = evaluate_one(make_activity(), retention=RETENTION)
+    assert out.expire.get(key) == expire_at
+
+
+OLD = "2026-01-05T10:00:00Z"  # Monday of 2026-W02
+OLD_TS = 1767607200
+SHORT = Retention(
+    day_seconds=86400, week_seconds=400 * 86400, month_seconds=86400, window_seconds=86400
+)
+OLD_BOARDS = {
+    "day": f"{BASE}:lb:day:2026-01-05",
+    "week": f"{BASE}:lb:week:2026-W02",
+    "month": f"{BASE}:lb:month:2026-01",
+    "all": f"{BASE}:lb:all:all",
+    "ch-week": f"{BASE}:lb:ch:general:week:2026-W02",
+    "ch-all": f"{BASE}:lb:ch:general:all:all",
+}
+
+
+OLD_WINDOWS = {
+    "min": f"{BASE}:win:min:{OLD_TS // 60}",
+    "hour": f"{BASE}:win:hour:{OLD_TS // 3600}",
+    "day": f"{BASE}:win:day:{OLD_TS // 86400}",
+}
+ALL_BOARDS = list(OLD_BOARDS)
+OLD_DAY_END = OLD_TS + 14 * 3600
+
+
+@pytest.mark.parametrize(
+    ("stream_time", "boards", "windows"),
+    [
+        # The stream is at the event, or just before its first bucket goes: nothing is late.
+        (OLD_TS, ALL_BOARDS, ["min", "hour", "day"]),
+        (OLD_TS + 60 + 86400 - 1, ALL_BOARDS, ["min", "hour", "day"]),
+        # A bucket whose end plus retention is at or before the stream time is skipped.
+        (OLD_TS + 60 + 86400, ALL_BOARDS, ["hour", "day"]),
+        (OLD_DAY_END + 86400 - 1, ALL_BOARDS, ["day"]),
+        (OLD_DAY_END + 86400, ["week", "month", "all", "ch-week", "ch-all"], []),
+        # Months later: only the week (kept 400 days) and all time remain.
+        (NOON, ["week", "all", "ch-week", "ch-all"], []),
+    ],
+)
+def test_lateness_is_judged_against_the_stream_time(
+    make_activity: Callable[..., Activity],
+    stream_time: float,
+    boards: list[str],
+    windows: list[str],
+) -> None:
+    code, out = evaluate_one(make_activity(occurred_at=OLD), stream_time, SHORT)
+    assert code == APPLIED
+    assert out.late == [len(boards) + len(windows) < 9]
+    assert set(out.zincr) == {OLD_BOARDS[b] for b in boards}
+    assert {k for k in out.hincr if ":win:" in k} == {OLD_WINDOWS[w] for w in windows}
+    assert all(out.expire[k] > stream_time for k in out.expire)
+    # A late event still counts for the member and the community.
+    assert out.members["alice"].points == 1
+    assert out.hincr[f"{BASE}:counts"] == {"chat.message": 1}
+
+
+def test_a_repeated_event_id_in_a_batch_is_a_duplicate(
+    make_activity: Callable[..., Activity],
+) -> None:
+    policy = Policy(points={"chat.message": 1})
+    out = CommunityWrites(KeyLayout("pulse", "pycon-us"))
+    state = MemberState()
+    codes = [evaluate(state, make_activity(), policy, out, NOON) for _ in range(3)]
+    assert codes == [APPLIED, DUPLICATE, DUPLICATE]
+    assert out.codes == codes
+    assert out.hincr[f"{BASE}:counts"] == {"chat.message": 1}
+    assert out.zincr[f"{BASE}:lb:all:all"] == {"alice": -1}
+    assert state.events == 1
+
+
+def test_the_same_event_id_in_another_community_is_another_event(
+    make_activity: Callable[..., Activity],
+) -> None:
+    replay = Replay(Policy(points={"chat.message": 1}))
+    codes = replay.feed(
+        [
+            make_activity(event_id="a"),
+            make_activity(event_id="b", community="django"),
+            make_activity(event_id="a"),  # producer retry inside one batch
+            make_activity(event_id="a", community="django"),
+        ]
+    )
+    assert codes == [APPLIED, APPLIED, DUPLICATE, APPLIED]
+    applied = {
+        c: [a.event_id for a, code in zip(out.activities, out.codes, strict=True) if code]
+        for c, out in replay.writes.items()
     }
+    assert applied == {"pycon-us": ["a"], "django": ["b", "a"]}
 
 
-def test_late_events_skip_expired_buckets_but_still_count_all_time(
-    make_activity: Callable[..., Activity],
-) -> None:
-    old = make_activity(occurred_at="2026-01-05T10:00:00Z")
-    retention = Retention(
-        day_seconds=86400, week_seconds=400 * 86400, month_seconds=86400, window_seconds=86400
-    )
-    plan = plan_one(old, retention=retention)
-    keys = [o[1] for o in ops_of(plan)]
-    assert plan.late == [True]
-    assert not any(":lb:day:" in k or ":lb:month:" in k or ":win:" in k for k in keys)
-    assert "pulse:{pycon-us}:lb:week:2026-W02" in keys  # the week is still kept
-    assert "pulse:{pycon-us}:lb:all:all" in keys
-    assert "pulse:{pycon-us}:member:alice" in keys
-
-
-def test_batch_groups_by_community_and_drops_in_batch_repeats(
-    make_activity: Callable[..., Activity],
-) -> None:
-    batch = [
-        make_activity(event_id="a"),
-        make_activity(event_id="b", community="django"),
-        make_activity(event_id="a"),  # producer retry inside one batch
-        make_activity(event_id="a", community="django"),  # same id, other community: distinct
+def test_feedback_ratings_and_threads(make_activity: Callable[..., Activity]) -> None:
+    policy = Policy()
+    out = CommunityWrites(KeyLayout("pulse", "pycon-us"))
+    state = MemberState()
+    for activity in (
+        make_activity(event_id="f", type="feedback.submitted", attributes={"rating": 4}),
+        make_activity(event_id="t", type="forum.post", attributes={"thread_id": 7}),
+        make_activity(event_id="r", type="forum.reply", attributes={"thread_id": "7"}),
+    ):
+        evaluate(state, activity, policy, out, NOON)
+    assert out.hincr[f"{BASE}:feedback:day"] == {f"{DAY}:sum": 4, f"{DAY}:n": 1}
+    expire_at = int(AT) + Retention().thread_seconds
+    thread = f"{BASE}:thread:forum:7"
+    assert out.threads == [
+        ("open", thread, "alice", int(AT * 1000), expire_at),
+        ("reply", thread, "alice", int(AT * 1000), expire_at),
     ]
-    plans = plan_batch(batch, "pulse", Policy(points={"chat.message": 1}), NOON)
-    assert {c: p.event_ids for c, p in plans.items()} == {"pycon-us": ["a"], "django": ["b", "a"]}
 
 
 def test_hostile_member_ids_stay_inside_their_own_keys(
     make_activity: Callable[..., Activity],
 ) -> None:
     evil: dict[str, Any] = {"member_id": "x}:{django}:member:bob", "channel": "* #general"}
-    ops = ops_of(plan_one(make_activity(**evil)))
-    for op in ops:
-        assert op[1].startswith("pulse:{pycon-us}:")
-        assert "{django}" not in op[1]
-        assert " " not in op[1]
-        assert "*" not in op[1]
+    _, out = evaluate_one(make_activity(**evil))
+    keys = [*out.zincr, *out.hincr, *out.expire]
+    assert len(keys) > 10
+    for key in keys:
+        assert key.startswith(f"{BASE}:")
+        assert "{django}" not in key
+        assert " " not in key
+        assert "*" not in key

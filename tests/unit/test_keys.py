@@ -37,8 +37,10 @@ def hash_tag(key: str) -> str:
 def test_every_key_of_a_community_shares_its_hash_tag() -> None:
     layout = KeyLayout("pulse", "pycon-us")
     keys = [
-        layout.seen("e"),
         layout.counts(),
+        layout.offsets(),
+        layout.segment_due(),
+        layout.burst("f" * 32),
         layout.leaderboard("week", "2026-W48"),
         layout.leaderboard("all", "all", "general"),
         layout.window("min", 1),
@@ -49,7 +51,8 @@ def test_every_key_of_a_community_shares_its_hash_tag() -> None:
         keys += [
             layout.member(member),
             layout.member_days(member),
-            layout.seen(member),
+            layout.member_badges(member),
+            layout.thread("forum", member),
             layout.leaderboard("week", "2026-W48", member),
         ]
     assert {hash_tag(k) for k in keys} == {"pycon-us"}
