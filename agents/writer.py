@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 
 from streams.effects import CommunityWrites
 from streams.keys import KeyLayout, epoch_key
-from streams.state import MemberState, from_record, to_record
+from streams.state import MemberState, StateVersionError, from_record, to_record
 
 WRITE_LUA: Final = resources.files("agents").joinpath("write_batch.lua").read_text("utf-8")
 CLAIM_LUA: Final = resources.files("agents").joinpath("claim.lua").read_text("utf-8")
@@ -206,7 +206,7 @@ class StateWriter:
                         args = [x for field, epoch in fields for x in (field, str(epoch))]
                         pipe.evalsha(claim_sha, 1, layout.offsets(), *args)
                     for layout, member in members:
-                        pipe.hget(layout.member(member), STATE_FIELD)
+                        pipe.hmget(layout.member(member), STATE_FIELD, "first_seen")
                     replies = await pipe.execute()
                 break
             except redis.exceptions.NoScriptError:
@@ -218,7 +218,15 @@ class StateWriter:
             fences[layout] = {
                 field: Fence.parse(value) for (field, _), value in zip(fields, stored, strict=True)
             }
-        states = [None if raw is None else decode_state(raw) for raw in replies[len(claims) :]]
+        states: list[MemberState | None] = []
+        for raw, first_seen in replies[len(claims) :]:
+            if raw is None and first_seen is not None:
+                # A profile written by a release that kept the rules' state in other keys.
+                raise StateVersionError(
+                    "a member profile without engine state (written by an older release): "
+                    "run `pulse rebuild --from-beginning`"
+                )
+            states.append(None if raw is None else decode_state(raw))
         return fences, states
 
     async def write(self, batches: Sequence[tuple[str, str, bytes]]) -> None:

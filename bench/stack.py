@@ -231,31 +231,53 @@ def verify(
     return {"ok": True, "members_checked": checked}
 
 
+# Kinds of keys in the S5 memory breakdown. A member's profile hash also holds the
+# member's engine state (the ``state`` field: dedupe digests, badge counters and days,
+# the 30-day score, moderation windows); ``memory_by_category`` reports that field as a
+# kind of its own, "member state", and the rest of the hash as "member profile".
+MEMBER_STATE = "member state"
+MEMBER_PROFILE = "member profile"
+STATE_FIELD = "state"
+
+
 def _category(key: str) -> str:
     """The kind of a key, from the documented layout ``prefix:{community}:<kind>:...``."""
     _, tag, rest = key.partition("}:")
     if not tag:
-        return "other"
+        # prefix:epoch:<topic>:<partition>, the owner epochs of the input partitions.
+        return "engine (offsets, epochs)" if ":epoch:" in key else "other"
     parts = rest.split(":")
     kind = parts[0]
     if kind == "member":
         sub = parts[2] if len(parts) > 2 else ""
         if sub in ("", "days"):
-            return "member profile"
-        if sub in ("bc", "bd", "badges"):
+            return MEMBER_PROFILE
+        if sub == "badges":
             return "badges"
-        if sub == "d30":
-            return "segments"
         return f"member:{sub}"
-    if kind in ("lb", "win", "seen", "counts"):
-        return {"lb": "leaderboards", "win": "windows"}.get(kind, kind)
+    if kind == "members":
+        return MEMBER_PROFILE  # the first/last-seen indexes
+    if kind in ("lb", "win"):
+        return {"lb": "leaderboards", "win": "windows"}[kind]
+    if kind in ("counts", "events", "feedback"):
+        return "counters"
+    if kind in ("thread", "ttfr"):
+        return "threads"
+    if kind == "offsets":
+        return "engine (offsets, epochs)"
     if kind.startswith(("award", "badge")):
         return "badges"
-    if kind.startswith(("seg", "members")):
+    if kind.startswith("seg"):
         return "segments"
-    if kind.startswith(("mod", "flag", "burst")):
+    if kind.startswith(("mod", "flag")):
         return "moderation"
     return kind
+
+
+def _is_member_hash(key: str) -> bool:
+    _, tag, rest = key.partition("}:")
+    parts = rest.split(":")
+    return bool(tag) and len(parts) == 2 and parts[0] == "member"
 
 
 def memory_by_category(
@@ -263,8 +285,10 @@ def memory_by_category(
 ) -> dict[str, Any]:
     """Bytes (MEMORY USAGE) of the prefix's keys, by kind of key.
 
-    Beyond ``max_exact`` keys, one key in ``n`` is measured and the sums are scaled by
-    the exact key counts of each kind.
+    A member hash is split: the length of its ``state`` field (``HSTRLEN``) counts as
+    "member state", the rest of the hash as "member profile". Beyond ``max_exact``
+    keys, one key in ``n`` is measured and the sums are scaled by the exact key counts
+    of each kind.
     """
     keys = list(scan_keys(client, prefix))
     step = max(1, -(-len(keys) // max_exact))
@@ -272,24 +296,39 @@ def memory_by_category(
     sampled: Counter[str] = Counter()
     measured: dict[str, int] = defaultdict(int)
     for key in keys:
-        count[_category(key)] += 1
+        kind = _category(key)
+        count[kind] += 1
+        if _is_member_hash(key):
+            count[MEMBER_STATE] += 1
     sample = keys[::step]
     for start in range(0, len(sample), 5000):
         chunk = sample[start : start + 5000]
         pipe = client.pipeline(transaction=False)
         for key in chunk:
             pipe.memory_usage(key, samples=5)
-        for key, used in zip(chunk, pipe.execute(), strict=True):
+            if _is_member_hash(key):
+                pipe.hstrlen(key, STATE_FIELD)
+        replies = iter(pipe.execute())
+        for key in chunk:
+            used = int(next(replies) or 0)
             kind = _category(key)
             sampled[kind] += 1
-            measured[kind] += int(used or 0)
+            if _is_member_hash(key):
+                state = min(used, int(next(replies) or 0))
+                sampled[MEMBER_STATE] += 1
+                measured[MEMBER_STATE] += state
+                used -= state
+            measured[kind] += used
     result: dict[str, Any] = {"keys": len(keys), "sampled_one_in": step, "by_kind": {}}
     total = 0
     for kind in sorted(count):
         scaled = int(measured[kind] * count[kind] / max(1, sampled[kind]))
         total += scaled
-        result["by_kind"][kind] = {"keys": count[kind], "bytes": scaled}
+        # The state is a field of the member hashes, not keys of its own.
+        keys_of_kind = 0 if kind == MEMBER_STATE else count[kind]
+        result["by_kind"][kind] = {"keys": keys_of_kind, "bytes": scaled}
     result["bytes"] = total
+    result["member_states"] = count[MEMBER_STATE]
     return result
 
 
@@ -319,6 +358,21 @@ def command_delta(
                 "us_per_event": round((usec - u0) / events, 2),
             }
     return dict(sorted(out.items(), key=lambda kv: -kv[1]["us_per_event"]))
+
+
+def commands_per_event(
+    before: dict[str, tuple[int, int]],
+    after: dict[str, tuple[int, int]],
+    events: int,
+    exclude: Iterable[str] = ("info",),
+) -> float:
+    """All Redis commands per event between two snapshots (a script's own commands
+    included), leaving out ``exclude``: the benchmark's own meters and polls."""
+    skip = set(exclude)
+    calls = sum(
+        c - before.get(name, (0, 0))[0] for name, (c, _) in after.items() if name not in skip
+    )
+    return round(calls / max(1, events), 2)
 
 
 def redis_cpu(client: redis.Redis) -> float:

@@ -1,26 +1,39 @@
 """Property-based tests: nothing from outside makes the decoder, the normalizers or the
-key layout misbehave, whatever the bytes, JSON or ids (hypothesis generates them)."""
+key layout misbehave, whatever the bytes, JSON or ids; and the worker's batched,
+crash-prone, redelivered processing ends where a one-at-a-time replay of the events
+does (hypothesis generates them)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
 from agents.app import FaustDeadLetters
-from agents.processor import DeadLetter, decode
+from agents.metrics import PulseMetrics
+from agents.processor import ActivityProcessor, DeadLetter, decode
+from agents.settings import Settings
+from agents.writer import Fenced
 from streams.activity import Activity, parse_activity
-from streams.keys import KeyLayout, escape
+from streams.keys import KeyLayout, escape, partition_field
+from streams.periods import format_instant
+from streams.replay import Replay
 from streams.sources.discord import DiscordConfig, normalize_discord
 from streams.sources.discourse import DiscourseConfig, normalize_discourse
 from streams.sources.github import GitHubConfig, normalize_github
 from streams.sources.normalized import Normalized, Outcome, Skipped
 from streams.sources.pypi import PyPIConfig, normalize_pypi
 from tests.conftest import NOON, activity_dict
+from tests.unit.fakes import TOPIC, FakeDeadLetters, FakeRecord, FakeSink, FakeWriter, sinks
 
 REASON = re.compile(r"[a-z][a-z_]{0,31}")
 MAX_DETAIL = 200
@@ -163,9 +176,11 @@ def test_no_id_can_name_a_key_outside_its_community(
     keys = [
         layout.member(member),
         layout.member_days(member),
-        layout.seen(event_id),
+        layout.thread("forum", event_id),
         layout.leaderboard("week", "2026-W48", channel),
-        layout.badge_counters(member),
+        layout.flood_window(member, channel),
+        layout.open_flag("flood", member, channel),
+        layout.crosspost_window(member, event_id),
         layout.member_badges(member),
     ]
     for key in keys:
@@ -186,4 +201,261 @@ def test_distinct_ids_give_distinct_keys(first: str, second: str) -> None:
     if first != second:
         assert layout.member(first) != layout.member(second)
         assert layout.member_days(first) != layout.member(second)
-        assert layout.seen(first) != layout.seen(second)
+        assert layout.thread("forum", first) != layout.thread("forum", second)
+        assert layout.flood_window(first, "c") != layout.flood_window(second, "c")
+
+
+# -- the worker's result is the replay's, whatever the batching, crashes and redeliveries --
+
+COMMUNITIES = ("pycon-us", "django")
+MEMBERS = ("alice", "bob", "carol")
+CHANNELS = ("general", "help", "random")
+TYPES = (
+    *("chat.message",) * 5,
+    "github.pr_merged",
+    "github.review_submitted",
+    "event.volunteer_shift",
+    "event.session_attended",
+    "forum.answer_accepted",
+    "forum.post",
+    "forum.reply",
+    "feedback.submitted",
+)
+PARTITIONS = [(TOPIC, 0), (TOPIC, 1)]
+# 70 days of history: long enough for scores to age out and segments to fall, short of
+# the (raised) dedupe memory, so a re-sent event id is always a duplicate. Events bunch
+# on some days, so that bursts and streaks happen.
+START = NOON - 75 * 86400
+DAYS = (*range(0, 10), *range(10, 71, 5))
+ENGINE_ENV = {
+    "PULSE_DEDUPE_TTL_DAYS": "365",
+    "PULSE_FLOOD_MESSAGES": "3",
+    "PULSE_SEGMENT_INTERMEDIATE_POINTS": "5",
+    "PULSE_SEGMENT_ADVANCED_POINTS": "30",
+    "PULSE_SEGMENT_DOWNGRADE_GRACE_DAYS": "1",
+    "PULSE_BATCH_SIZE": "1",
+}
+
+new_events = st.tuples(
+    st.sampled_from(range(len(COMMUNITIES))),
+    st.sampled_from(range(len(MEMBERS))),
+    st.sampled_from(TYPES),
+    st.sampled_from(DAYS),
+    st.integers(0, 240),  # the second of that day
+    st.sampled_from(CHANNELS),
+    st.sampled_from([None, "same-text", "other-text"]),
+).map(lambda spec: ("new", spec))
+# A member's chat messages seconds apart: in one channel (a flood) or going round the
+# channels (with a content hash, a cross-post).
+bursts = st.tuples(
+    st.sampled_from(range(len(COMMUNITIES))),
+    st.sampled_from(range(len(MEMBERS))),
+    st.sampled_from(DAYS),
+    st.integers(0, 240),
+    st.integers(2, 6),
+    st.booleans(),
+    st.sampled_from([None, "same-text"]),
+).map(lambda spec: ("burst", spec))
+histories = st.lists(
+    st.one_of(
+        new_events,
+        new_events,
+        new_events,
+        bursts,
+        st.integers(0, 1000).map(lambda earlier: ("again", earlier)),  # the producer resent it
+        st.just(("junk", None)),
+    ),
+    min_size=8,
+    max_size=40,
+)
+# Per batch: its size, whether (and where) the worker dies, and how far before the
+# records of the batch the next worker resumes (its committed offsets lag).
+steps = st.lists(
+    st.tuples(
+        st.integers(1, 8),
+        st.sampled_from([None, None, None, "before_write", "before_publish", "after", "zombie"]),
+        st.integers(0, 10),
+    ),
+    min_size=2,
+    max_size=12,
+)
+
+
+def event_of(
+    event_id: str,
+    community: int,
+    member: int,
+    kind: str,
+    at: float,
+    channel: str,
+    text: str | None,
+) -> dict[str, Any]:
+    event = activity_dict(
+        event_id=event_id,
+        type=kind,
+        member_id=MEMBERS[member],
+        community=COMMUNITIES[community],
+        channel=channel if kind == "chat.message" else ...,
+        occurred_at=datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    attributes = {
+        "chat.message": {"content_hash": text},
+        "event.session_attended": {"event": text},
+        "forum.post": {"thread_id": text},
+        "forum.reply": {"thread_id": text},
+        "feedback.submitted": {"rating": 4},
+    }.get(kind)
+    if attributes and None not in attributes.values():
+        event["attributes"] = attributes
+    return event
+
+
+def history_records(history: list[tuple[str, Any]]) -> tuple[list[FakeRecord], list[Activity]]:
+    """The history as records (a member's events on one partition, offsets counting up),
+    and its distinct events in order."""
+    records: list[FakeRecord] = []
+    sent: list[dict[str, Any]] = []
+    offsets = [0] * len(PARTITIONS)
+
+    def send(value: bytes, partition: int) -> None:
+        records.append(FakeRecord(value, partition=partition, offset=offsets[partition]))
+        offsets[partition] += 1
+
+    def send_event(event: dict[str, Any]) -> None:
+        send(orjson.dumps(event), MEMBERS.index(event["member_id"]) % len(PARTITIONS))
+
+    for index, (kind, spec) in enumerate(history):
+        if kind == "new":
+            community, member, kind, day, second, channel, text = spec
+            at = START + day * 86400 + second
+            sent.append(event_of(f"e{index}", community, member, kind, at, channel, text))
+            send_event(sent[-1])
+        elif kind == "burst":
+            community, member, day, second, count, rotate, text = spec
+            for n in range(count):
+                at = START + day * 86400 + second + 5 * n
+                channel = CHANNELS[n % len(CHANNELS)] if rotate else CHANNELS[0]
+                sent.append(
+                    event_of(f"e{index}.{n}", community, member, "chat.message", at, channel, text)
+                )
+                send_event(sent[-1])
+        elif kind == "again" and sent:
+            send_event(sent[spec % len(sent)])
+        elif kind == "junk":
+            send(b"nope", index % len(PARTITIONS))
+    distinct = [parse_activity(e, now=NOON, max_future_skew=0) for e in sent]
+    return records, distinct
+
+
+async def run_with_crashes(
+    engine: Settings,
+    writer: FakeWriter,
+    outputs: dict[str, FakeSink],
+    records: list[FakeRecord],
+    plan: list[tuple[int, str | None, int]],
+) -> None:
+    """Feed ``records`` in batches; at each planned crash a new worker takes over from
+    an earlier position (re-reading records whose offsets may be recorded already)."""
+
+    async def start() -> ActivityProcessor:
+        processor = ActivityProcessor(
+            engine,
+            writer,
+            FakeDeadLetters(),
+            PulseMetrics(CollectorRegistry()),
+            outputs,
+            clock=lambda: NOON,
+        )
+        await processor.assign(PARTITIONS)
+        await processor.drain_outboxes()
+        return processor
+
+    processor = await start()
+    position, steps_left = 0, iter(plan)
+    while position < len(records):
+        size, crash, back = next(steps_left, (5, None, 0))
+        end = min(len(records), position + size)
+        prepared = await processor.prepare(records[position:end])
+        if crash == "zombie":
+            # The old worker lives on unnoticed: the new one takes over, reads a batch,
+            # and the old one's write comes late (refused where the new one claimed).
+            zombie, processor = processor, await start()
+            position = max(0, position - back)
+            following = min(len(records), position + size)
+            await processor.process(records[position:following])
+            position = following
+            with contextlib.suppress(Fenced):
+                await zombie.apply(prepared)
+            continue
+        if crash == "before_write":
+            processor, position = await start(), max(0, position - back)
+            continue
+        recorded = await processor.record(prepared)
+        if crash == "before_publish":
+            processor, position = await start(), max(0, position - back)
+            continue
+        await processor.publish(recorded)
+        position = end
+        if crash == "after":
+            processor, position = await start(), max(0, position - back)
+    # What a zombie's partial write recorded waits for the next start's drain.
+    await processor.drain_outboxes()
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(histories, steps, st.sampled_from([4, 50_000]))
+def test_batched_crashing_redelivering_worker_ends_where_a_replay_of_the_events_does(
+    history: list[tuple[str, Any]], plan: list[tuple[int, str | None, int]], cache: int
+) -> None:
+    engine = Settings.from_env(ENGINE_ENV, state_cache_members=cache)
+    records, distinct = history_records(history)
+    writer, outputs = FakeWriter(), sinks()
+    asyncio.run(run_with_crashes(engine, writer, outputs, records, plan))
+
+    replay = Replay(engine.policy)
+    replay.feed(distinct)
+    assert writer.states() == replay.states
+    for community, writes in replay.writes.items():
+        layout = KeyLayout("pulse", community)
+        for records_key, outbox, fired in (
+            (layout.awards(), layout.award_outbox(), writes.awards),
+            (layout.flags(), layout.flag_outbox(), writes.flags),
+            (layout.segment_changes(), layout.segment_outbox(), writes.changes),
+        ):
+            assert writer.recorded(records_key) == dict(fired)
+            assert not writer.zsets.get(outbox)
+        # Increments are applied exactly once.
+        assert writer.hashes.get(layout.counts(), {}) == {
+            kind: str(n) for kind, n in writes.hincr.get(layout.counts(), {}).items()
+        }
+        # Each partition's recorded offset is its last record of the community.
+        for topic, partition in PARTITIONS:
+            last = max(
+                (
+                    r.offset
+                    for r, a in zip(records, map(valid, records), strict=True)
+                    if a is not None and a.community == community and r.partition == partition
+                ),
+                default=None,
+            )
+            fence = writer.fence(layout, partition_field(topic, partition))
+            assert (fence.offset if fence is not None and fence.offset >= 0 else None) == last
+    # Everything recorded was published (at least once), and nothing else.
+    published = {m["award_id"] for m in outputs["awards"].messages}
+    assert published == {i for _, i, _ in replay.awards()}
+    assert {m["flag_id"] for m in outputs["flags"].messages} == {
+        i for w in replay.writes.values() for i, _ in w.flags
+    }
+    assert {
+        (m["community"], m["member_id"], m["to"], m["changed_at"])
+        for m in outputs["segments"].messages
+    } == {
+        (c, r["member_id"], r["to"], format_instant(r["at_ms"] / 1000))
+        for c, w in replay.writes.items()
+        for _, r in w.changes
+    }
+
+
+def valid(record: FakeRecord) -> Activity | None:
+    decoded = decode(record, NOON, 0)
+    return decoded if isinstance(decoded, Activity) else None
