@@ -497,9 +497,12 @@ class ActivityProcessor:
 
         try:
             await self._retry(write, m.redis_errors, "apply a batch to Redis")
-        except Fenced:
+        except Fenced as fenced:
             m.fenced_batches.inc()
             self.reset()
+            # The other communities' writes went through: what they recorded is this
+            # worker's to publish (the new owner skips those records by offset).
+            await self._drain(fenced.written)
             raise
         return RecordedBatch(batch, attempts, self._clock(), started)
 

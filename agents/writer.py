@@ -33,10 +33,15 @@ STATE_FIELD: Final = "state"
 class Fenced(Exception):
     """A newer owner holds an input partition of this batch: nothing was written."""
 
-    def __init__(self, community: str, field: str, stored: str) -> None:
+    def __init__(
+        self, community: str, field: str, stored: str, written: Sequence[str] = ()
+    ) -> None:
         super().__init__(f"community {community}: partition {field} is owned by epoch {stored}")
         self.community = community
         self.partition = field
+        # Communities of the same batch whose writes went through (not atomic across
+        # communities): their outputs are in the outboxes.
+        self.written = list(written)
 
 
 @dataclass(slots=True)
@@ -139,7 +144,7 @@ def commands(writes: CommunityWrites, now: float) -> list[list[str]]:
         else:
             out.append(["ZREM", layout.segment_due(), member])
     for key, expire_at in expire.items():
-        if expire_at > now:
+        if expire_at > now and (key in writes.zincr or key in writes.hincr):
             out.append(["EXPIREAT", key, str(expire_at)])
     return out
 
@@ -246,9 +251,15 @@ class StateWriter:
                 if attempt:
                     raise
                 self._write_sha = self._claim_sha = None
-        for (community, _, _), reply in zip(batches, replies, strict=True):
-            if reply[0] == "fenced":
-                raise Fenced(community, reply[1], reply[2])
+        refused = [
+            (community, reply)
+            for (community, _, _), reply in zip(batches, replies, strict=True)
+            if reply[0] == "fenced"
+        ]
+        if refused:
+            community, reply = refused[0]
+            written = [c for c, _, _ in batches if c not in {c for c, _ in refused}]
+            raise Fenced(community, reply[1], reply[2], written)
 
     async def due_members(self, layout: KeyLayout, until_ms: int) -> list[str]:
         """Members of a community whose segment downgrade is due by ``until_ms``."""

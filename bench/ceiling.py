@@ -2,10 +2,16 @@
 
 - ``consume``: a bare aiokafka consumer (manual assignment of all partitions, no group)
   reading the pre-loaded topic and decoding every value with orjson, nothing else.
-- ``redis_raw``: the same Redis increments our pipeline makes for those events (period
-  and channel leaderboards, window buckets, member hash, active days, counts, dedupe
-  marker), as plain commands pre-encoded in RESP before the clock starts and written
-  over one socket in deep pipelines. No Lua, no client library in the timed part.
+- ``redis_raw``: the Redis writes our pipeline makes for those events, added up per
+  batch as the engine's writer does (``agents/writer.py``): per batch, one ``ZINCRBY``
+  per (leaderboard, member), one ``HINCRBY`` per (counter or window key, field), one
+  ``HSET`` per member of its profile fields and engine ``state``, ``SADD`` of active
+  days, ``ZADD LT/GT`` of first/last seen and an ``EXPIREAT`` per expiring key. Plain
+  commands, pre-encoded in RESP before the clock starts, each batch written over one
+  socket as one pipeline. No Lua, no fence, no client library in the timed part.
+
+  The ``state`` field is a fixed placeholder of ``STATE_BYTES``: a real member's state
+  grows with its recent events (S5 reports their sizes), so this is a lower bound.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,6 +35,10 @@ from streams.periods import PERIODS, period_bucket
 from streams.scoring import DEFAULT_POINTS
 from streams.windows import GRANULARITIES
 
+# The size of the placeholder written as each member's engine state.
+STATE_BYTES = 200
+# Expiry of time-bucketed keys: any time in the future costs Redis the same.
+EXPIRE_SECONDS = 35 * 86400
 CHANNEL_PERIODS = ("week", "all")
 
 
@@ -78,32 +90,78 @@ def consume(stack: Stack, topic: str, expected: int, max_records: int = 10_000) 
     return asyncio.run(_consume(stack, topic, expected, max_records))
 
 
-def _increments(prefix: str, event: dict[str, Any], ts: float) -> list[tuple[bytes, ...]]:
-    """The plain-command equivalent of one event's effects (see README, key layout)."""
-    layout = KeyLayout(prefix, event["community"])
-    member = event["member_id"]
-    earned = DEFAULT_POINTS[event["type"]]
-    channel = event.get("channel")
-    cmds: list[tuple[Any, ...]] = [
-        ("SET", layout.seen(event["event_id"]), "1", "NX", "EX", 604800),
-        ("HINCRBY", layout.counts(), event["type"], 1),
-    ]
-    for period in PERIODS:
-        label = period_bucket(period, ts).label
-        cmds.append(("ZINCRBY", layout.leaderboard(period, label), -earned, member))
-        if channel is not None and period in CHANNEL_PERIODS:
-            cmds.append(("ZINCRBY", layout.leaderboard(period, label, channel), -earned, member))
-    for name, granularity in GRANULARITIES.items():
-        cmds.append(("HINCRBY", layout.window(name, int(ts // granularity)), member, earned))
-    key = layout.member(member)
-    cmds += [
-        ("HINCRBY", key, "points", earned),
-        ("HINCRBY", key, "events", 1),
-        ("HINCRBY", key, f"type:{event['type']}", 1),
-        ("HSETNX", key, "first_seen", int(ts * 1000)),
-        ("HSET", key, "last_seen", int(ts * 1000)),
-        ("SADD", layout.member_days(member), period_bucket("day", ts).label),
-    ]
+@dataclass(slots=True)
+class _Profile:
+    """What a member's profile hash holds (running totals over the workload)."""
+
+    points: int = 0
+    events: int = 0
+    first_seen: int = 0
+    last_seen: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+
+
+def _batch_commands(
+    prefix: str, events: list[tuple[dict[str, Any], float]], profiles: dict[str, _Profile]
+) -> list[tuple[bytes, ...]]:
+    """The plain commands of one batch of events, added up per key and field."""
+    zincr: dict[tuple[str, str], int] = defaultdict(int)
+    hincr: dict[tuple[str, str], int] = defaultdict(int)
+    expiring: set[str] = set()
+    touched: dict[str, tuple[KeyLayout, str]] = {}
+    days: dict[str, set[int]] = defaultdict(set)
+    for event, ts in events:
+        layout = KeyLayout(prefix, event["community"])
+        member, kind = event["member_id"], event["type"]
+        earned = DEFAULT_POINTS[kind]
+        channel = event.get("channel")
+        day = int(ts // 86400)
+        hincr[(layout.counts(), kind)] += 1
+        hincr[(layout.counts_by_source(), f"{kind}|{event['source']}")] += 1
+        hincr[(layout.events_by_day(), str(day))] += 1
+        for period in PERIODS:
+            label = period_bucket(period, ts).label
+            boards = [layout.leaderboard(period, label)]
+            if channel is not None and period in CHANNEL_PERIODS:
+                boards.append(layout.leaderboard(period, label, channel))
+            for key in boards:
+                zincr[(key, member)] -= earned
+                if period != "all":
+                    expiring.add(key)
+        for name, granularity in GRANULARITIES.items():
+            key = layout.window(name, int(ts // granularity))
+            hincr[(key, member)] += earned
+            expiring.add(key)
+        key = layout.member(member)
+        touched[key] = (layout, member)
+        profile = profiles.setdefault(key, _Profile())
+        at = int(ts * 1000)
+        profile.points += earned
+        profile.events += 1
+        profile.by_type[kind] = profile.by_type.get(kind, 0) + 1
+        profile.first_seen = min(profile.first_seen or at, at)
+        profile.last_seen = max(profile.last_seen, at)
+        days[key].add(day)
+    cmds: list[tuple[Any, ...]] = [("ZINCRBY", k, v, m) for (k, m), v in zincr.items()]
+    cmds += [("HINCRBY", k, f, v) for (k, f), v in hincr.items()]
+    state = "x" * STATE_BYTES
+    firsts: dict[str, list[Any]] = defaultdict(list)
+    lasts: dict[str, list[Any]] = defaultdict(list)
+    for key, (layout, member) in touched.items():
+        p = profiles[key]
+        types = [x for kind, n in p.by_type.items() for x in (f"type:{kind}", n)]
+        cmds.append(
+            ("HSET", key, "state", state, "points", p.points, "events", p.events)
+            + ("first_seen", p.first_seen, "last_seen", p.last_seen, "segment", "beginner")
+            + tuple(types)
+        )
+        cmds.append(("SADD", layout.member_days(member), *sorted(days[key])))
+        firsts[layout.members_first_seen()] += [p.first_seen, member]
+        lasts[layout.members_last_seen()] += [p.last_seen, member]
+    for index, flag in ((firsts, "LT"), (lasts, "GT")):
+        cmds += [("ZADD", key, flag, *pairs) for key, pairs in index.items()]
+    expire_at = int(time.time()) + EXPIRE_SECONDS
+    cmds += [("EXPIREAT", key, expire_at) for key in expiring]
     return [tuple(str(a).encode() for a in cmd) for cmd in cmds]
 
 
@@ -114,27 +172,20 @@ def _resp(cmd: tuple[bytes, ...]) -> bytes:
     return b"".join(parts)
 
 
-def redis_raw(
-    stack: Stack, workload: Workload, prefix: str, chunk_events: int = 2000
-) -> dict[str, Any]:
+def redis_raw(stack: Stack, workload: Workload, prefix: str, batch: int = 500) -> dict[str, Any]:
+    """Write the workload's effects as plain commands, ``batch`` events per pipeline
+    (the worker's default batch size)."""
     from streams.activity import parse_timestamp
 
     chunks: list[tuple[bytes, int]] = []
-    buf: list[bytes] = []
-    ncmds = 0
-    total_cmds = 0
-    for i, (_, value) in enumerate(workload.messages, 1):
-        event = orjson.loads(value)
-        for cmd in _increments(prefix, event, parse_timestamp(event["occurred_at"])):
-            buf.append(_resp(cmd))
-            ncmds += 1
-        if i % chunk_events == 0:
-            chunks.append((b"".join(buf), ncmds))
-            total_cmds += ncmds
-            buf, ncmds = [], 0
-    if buf:
-        chunks.append((b"".join(buf), ncmds))
-        total_cmds += ncmds
+    profiles: dict[str, _Profile] = {}
+    decoded = [orjson.loads(value) for _, value in workload.messages]
+    for start in range(0, len(decoded), batch):
+        events = [(e, parse_timestamp(e["occurred_at"])) for e in decoded[start : start + batch]]
+        cmds = _batch_commands(prefix, events, profiles)
+        chunks.append((b"".join(_resp(cmd) for cmd in cmds), len(cmds)))
+    total_cmds = sum(n for _, n in chunks)
+    del decoded, profiles
     parts = urlsplit(stack.redis_url)
     sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379))
     reader = hiredis.Reader()
@@ -168,6 +219,9 @@ def redis_raw(
         "events": n,
         "commands": total_cmds,
         "commands_per_event": round(total_cmds / n, 2),
+        "redis_commands_per_event": round(total_cmds / n, 2),
+        "batch": batch,
+        "state_bytes": STATE_BYTES,
         "events_per_s": round(n / elapsed, 1),
         "commands_per_s": round(total_cmds / elapsed, 1),
         "redis_cpu_s": round(cpu, 2),

@@ -101,7 +101,11 @@ def _short(entry: dict[str, Any]) -> str:
         "reference_loop_ms",
         "mean_batch_records",
         "us_per_event_python",
-        "us_per_event_apply",
+        "us_per_event_load",
+        "us_per_event_write",
+        "redis_commands_per_event",
+        "redis_cpu_us_per_event",
+        "cpu_us_per_event",
         "worker_peak_rss_mb",
     )
     return ", ".join(f"{k}={entry[k]}" for k in keys if k in entry)
@@ -193,6 +197,8 @@ def _run(args: argparse.Namespace, ctx: Context, result: dict[str, Any]) -> None
         result["workload"]["preload_s"] = round(seconds, 1)
         say(f"pre-loaded {topic} in {seconds:.1f}s")
     expected = workload.expected
+    # The worker's batch size, for S0 redis's batches of plain commands.
+    ctx_batch = args.batch_size or _default_batch()
     for r in range(args.runs):
         entry: dict[str, Any] = {}
         result["rounds"].append(entry)
@@ -209,7 +215,7 @@ def _run(args: argparse.Namespace, ctx: Context, result: dict[str, Any]) -> None
             record("s0_consume", ceiling.consume(stack, topic, spec.events), load)
             prefix = names.prefix(f"s0r{r}")
             load = _load()
-            record("s0_redis", ceiling.redis_raw(stack, workload, prefix), load)
+            record("s0_redis", ceiling.redis_raw(stack, workload, prefix, ctx_batch), load)
             delete_prefix(stack.redis(), prefix)
         if "inprocess" in args.only:
             prefix = names.prefix(f"ip{r}")
@@ -299,13 +305,24 @@ def _run(args: argparse.Namespace, ctx: Context, result: dict[str, Any]) -> None
         elif out.exists():
             value["profiler"] = "py-spy"
             # The measured process was py-spy itself, not the worker it traced.
-            for key in ("worker_cpu_cores", "worker_rss_mb", "worker_peak_rss_mb"):
+            for key in (
+                "worker_cpu_cores",
+                "worker_rss_mb",
+                "worker_peak_rss_mb",
+                "cpu_us_per_event",
+            ):
                 value.pop(key, None)
             value["profile"] = summarize_collapsed(out)
             summary.write_bytes(orjson.dumps(value["profile"], option=orjson.OPT_INDENT_2))
         result["profile_s1_worker"] = value
         say(f"profiled S1 ({value.get('profiler')}): {_short(value)}")
     result["targets"] = report.targets(result)
+
+
+def _default_batch() -> int:
+    from agents.settings import Settings
+
+    return Settings().batch_size
 
 
 def cleanup(stack: Stack, names: Names) -> None:

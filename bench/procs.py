@@ -220,6 +220,14 @@ class Progress:
     # Readings of the meters (CPU seconds of each process, of Redis) at first and last.
     at_first: list[float] = field(default_factory=list)
     at_done: list[float] = field(default_factory=list)
+    # Readings of the snapshots (e.g. Redis INFO commandstats) at first and last.
+    snap_first: list[Any] = field(default_factory=list)
+    snap_done: list[Any] = field(default_factory=list)
+
+    @property
+    def measured_events(self) -> int:
+        """Events applied from the first reading to the last (what the rate counts)."""
+        return self.target - self.first_count
 
     def busy(self) -> list[float]:
         """Per meter, CPU cores used on average from the first event to the last."""
@@ -262,8 +270,12 @@ def wait_progress(
     launched: float | None = None,
     interval: float = 0.05,
     meters: Sequence[Callable[[], float]] = (),
+    snapshots: Sequence[Callable[[], Any]] = (),
 ) -> Progress:
-    """Poll ``progress()`` until it reaches ``target``; fail if a process dies or on timeout."""
+    """Poll ``progress()`` until it reaches ``target``; fail if a process dies or on timeout.
+
+    ``meters`` (numbers, e.g. CPU seconds) and ``snapshots`` (anything) are read when the
+    first effect shows and when the last one does."""
     result = Progress(target, launched if launched is not None else time.monotonic())
     deadline = time.monotonic() + timeout
     last = -1
@@ -276,9 +288,11 @@ def wait_progress(
         if n > 0 and not result.first_at:
             result.first_at, result.first_count = now, n
             result.at_first = [meter() for meter in meters]
+            result.snap_first = [snap() for snap in snapshots]
         if n >= target:
             result.done_at = now
             result.at_done = [meter() for meter in meters]
+            result.snap_done = [snap() for snap in snapshots]
             if n > target:
                 raise BenchError(f"{what}: {n} events applied, more than the {target} sent")
             return result

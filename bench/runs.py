@@ -10,6 +10,7 @@ checked against the generated input; a wrong total stops the benchmark.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import signal
@@ -23,7 +24,18 @@ from urllib.request import urlopen
 
 from bench import procs
 from bench.peers.job import done_key
-from bench.stack import Names, Stack, counter, counts_total, delete_prefix, redis_cpu, verify
+from bench.stack import (
+    Names,
+    Stack,
+    command_delta,
+    command_stats,
+    commands_per_event,
+    counter,
+    counts_total,
+    delete_prefix,
+    redis_cpu,
+    verify,
+)
 from bench.workload import Expected
 
 
@@ -86,6 +98,48 @@ def _shared_meters(redis: Any) -> list[Callable[[], float]]:
     ]
 
 
+def per_event(result: dict[str, Any]) -> dict[str, Any]:
+    """CPU µs per event of the worker(s), Redis and the broker, and their sum, from the
+    cores each used over the measured span: cores x 1e6 / events per second. The
+    machine's busy time (everything on it, the benchmark's own polling included) is
+    given beside them, outside the sum."""
+    rate = float(result["events_per_s"])
+    parts = {
+        "worker": sum(result.get("worker_cpu_cores") or [float("nan")]),
+        "redis": result.get("redis_cpu_cores", float("nan")),
+        "broker": result.get("kafka_cpu_cores", float("nan")),
+    }
+    out: dict[str, Any] = {
+        k: (round(v * 1e6 / rate, 1) if math.isfinite(v) else None) for k, v in parts.items()
+    }
+    known = [v for v in out.values() if v is not None]
+    out["total"] = round(sum(known), 1) if len(known) == len(parts) else None
+    busy = result.get("machine_busy_cores")
+    out["machine"] = round(busy * 1e6 / rate, 1) if busy is not None else None
+    return out
+
+
+def _redis_per_event(
+    progress: procs.Progress, result: dict[str, Any], own: tuple[str, ...]
+) -> None:
+    """Redis commands (a script's own included) and Redis CPU per event, over the span
+    the rate counts. ``own``: the benchmark's own commands (its meters and polls)."""
+    if progress.snap_first and progress.snap_done:
+        before, after = progress.snap_first[0], progress.snap_done[0]
+        events = progress.measured_events
+        result["redis_commands_per_event"] = commands_per_event(before, after, events, own)
+        delta = command_delta(before, after, events)
+        result["redis_commands"] = {k: v for k, v in delta.items() if k not in own}
+    cpu = result["cpu_us_per_event"]["redis"]
+    result["redis_cpu_us_per_event"] = cpu
+
+
+# The benchmark's own Redis commands during a run: its meters (INFO) and its polls of
+# progress (HVALS of the counts hashes; GET of a peer's done counter).
+OURS_POLL = ("info", "hvals")
+PEER_POLL = ("info", "get")
+
+
 def run_ours(
     ctx: Context,
     scenario: str,
@@ -131,6 +185,7 @@ def run_ours(
                 *(p.cpu_seconds for p in started),
                 *_shared_meters(redis),
             ],
+            snapshots=[lambda: command_stats(redis)],
         )
         texts = [scrape(port) for port in ports]
         memory = [p.status() for p in started]
@@ -159,6 +214,8 @@ def run_ours(
     result["workers"] = workers
     result["worker_rss_mb"] = [round(m.get("VmRSS", 0) / 2**20, 1) for m in memory]
     result["worker_peak_rss_mb"] = [round(m.get("VmHWM", 0) / 2**20, 1) for m in memory]
+    result["cpu_us_per_event"] = per_event(result)
+    _redis_per_event(progress, result, OURS_POLL)
     result.update(_batch_stats(texts))
     result["verified"] = verify(redis, prefix, expected, scenario)
     if not keep_keys:
@@ -199,6 +256,7 @@ def run_peer(ctx: Context, peer: str, topic: str, expected: Expected, tag: str) 
                 proc.cpu_seconds,
                 *_shared_meters(redis),
             ],
+            snapshots=[lambda: command_stats(redis)],
         )
         memory = proc.status()
     finally:
@@ -210,6 +268,8 @@ def run_peer(ctx: Context, peer: str, topic: str, expected: Expected, tag: str) 
     result.update(zip(SHARED_CORES, busy[1:], strict=True))
     result["reference_loop_ms"] = reference_ms
     result["worker_peak_rss_mb"] = [round(memory.get("VmHWM", 0) / 2**20, 1)]
+    result["cpu_us_per_event"] = per_event(result)
+    _redis_per_event(progress, result, PEER_POLL)
     result["verified"] = verify(redis, prefix, expected, peer, counts=False)
     delete_prefix(redis, prefix)
     return result

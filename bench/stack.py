@@ -295,6 +295,7 @@ def memory_by_category(
     count: Counter[str] = Counter()
     sampled: Counter[str] = Counter()
     measured: dict[str, int] = defaultdict(int)
+    largest_state = 0
     for key in keys:
         kind = _category(key)
         count[kind] += 1
@@ -305,9 +306,12 @@ def memory_by_category(
         chunk = sample[start : start + 5000]
         pipe = client.pipeline(transaction=False)
         for key in chunk:
-            pipe.memory_usage(key, samples=5)
             if _is_member_hash(key):
+                # Every field: with one large field among small ones, 5 samples mislead.
+                pipe.memory_usage(key, samples=0)
                 pipe.hstrlen(key, STATE_FIELD)
+            else:
+                pipe.memory_usage(key, samples=5)
         replies = iter(pipe.execute())
         for key in chunk:
             used = int(next(replies) or 0)
@@ -315,6 +319,7 @@ def memory_by_category(
             sampled[kind] += 1
             if _is_member_hash(key):
                 state = min(used, int(next(replies) or 0))
+                largest_state = max(largest_state, state)
                 sampled[MEMBER_STATE] += 1
                 measured[MEMBER_STATE] += state
                 used -= state
@@ -329,7 +334,60 @@ def memory_by_category(
         result["by_kind"][kind] = {"keys": keys_of_kind, "bytes": scaled}
     result["bytes"] = total
     result["member_states"] = count[MEMBER_STATE]
+    result["largest_member_state_bytes"] = largest_state
     return result
+
+
+# The parts of a member's state record (streams.state.to_record), by what they serve.
+STATE_SECTIONS = {
+    "seen": "dedupe (event id digests)",
+    "counters": "badges",
+    "days": "badges",
+    "badges": "badges",
+    "score": "30-day score",
+    "flood": "moderation windows",
+    "crosspost": "moderation windows",
+    "bursts": "moderation windows",
+}
+
+
+def state_sections(client: redis.Redis, prefix: str, sample: int = 1000) -> dict[str, Any]:
+    """What the ``state`` field of member hashes is made of: the JSON bytes of each part
+    of the record, over up to ``sample`` member hashes spread over the keyspace."""
+    import dataclasses
+
+    import orjson
+
+    from streams.state import MemberState
+
+    names = ["version", *(f.name for f in dataclasses.fields(MemberState))]
+    members = [key for key in scan_keys(client, prefix) if _is_member_hash(key)]
+    picked = members[:: max(1, len(members) // sample)][:sample]
+    pipe = client.pipeline(transaction=False)
+    for key in picked:
+        pipe.hget(key, STATE_FIELD)
+    by_part: Counter[str] = Counter()
+    sizes: list[int] = []
+    for raw in pipe.execute():
+        if raw is None:
+            continue
+        record = orjson.loads(raw)
+        if len(record) != len(names):
+            return {"skipped": f"a state record has {len(record)} parts, expected {len(names)}"}
+        sizes.append(len(raw))
+        for name, part in zip(names, record, strict=True):
+            by_part[STATE_SECTIONS.get(name, "profile copy")] += len(orjson.dumps(part)) + 1
+    if not sizes:
+        return {}
+    total = sum(by_part.values())
+    sizes.sort()
+    return {
+        "sampled": len(sizes),
+        "mean_bytes": round(sum(sizes) / len(sizes)),
+        "median_bytes": sizes[len(sizes) // 2],
+        "max_bytes": sizes[-1],
+        "share_pct": {k: round(100 * v / total, 1) for k, v in by_part.most_common()},
+    }
 
 
 def used_memory(client: redis.Redis) -> int:

@@ -30,7 +30,7 @@ class CommunityWrites:
     # Sorted-set and hash increments: key -> member/field -> amount.
     zincr: dict[str, dict[str, int]] = field(default_factory=dict)
     hincr: dict[str, dict[str, int]] = field(default_factory=dict)
-    # Keys that expire: key -> epoch seconds (the latest asked for).
+    # Keys that expire: key -> epoch seconds (only those written get an EXPIREAT).
     expire: dict[str, int] = field(default_factory=dict)
     # Members whose state changed: member_id -> state (the cache's object, written as
     # it is at the end of the batch).
@@ -56,7 +56,16 @@ class CommunityWrites:
     boards: dict[tuple[int, str | None], tuple[tuple[str, int], ...]] = field(
         default_factory=dict, repr=False
     )
-    windows: dict[tuple[int, int], tuple[str, int]] = field(default_factory=dict, repr=False)
+    windows: dict[int, tuple[tuple[str, int], ...]] = field(default_factory=dict, repr=False)
+    counts_key: str = field(init=False, repr=False)
+    sources_key: str = field(init=False, repr=False)
+    days_key: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        layout = self.layout
+        self.counts_key = layout.counts()
+        self.sources_key = layout.counts_by_source()
+        self.days_key = layout.events_by_day()
 
     def z(self, key: str, member: str, amount: int) -> None:
         board = self.zincr.get(key)

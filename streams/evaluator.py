@@ -152,20 +152,35 @@ def _boards(
         boards.append((layout.leaderboard(period, bucket.label), expire_at))
         if channel is not None and period in CHANNEL_PERIODS:
             boards.append((layout.leaderboard(period, bucket.label, channel), expire_at))
+    for key, expire_at in boards:
+        if expire_at:
+            out.expire[key] = expire_at
     cached = out.boards[(day, channel)] = tuple(boards)
     return cached
 
 
-def _window(
-    out: CommunityWrites, name: str, index: int, granularity: int, keep: int
-) -> tuple[str, int]:
-    cached = out.windows.get((granularity, index))
+def _windows(out: CommunityWrites, minute: int, keep: int) -> tuple[tuple[str, int], ...]:
+    """The window buckets (minute, hour, day) of an event in ``minute``: (key, expire
+    at), looked up once per batch."""
+    cached = out.windows.get(minute)
     if cached is None:
-        cached = out.windows[(granularity, index)] = (
-            out.layout.window(name, index),
-            (index + 1) * granularity + keep,
-        )
+        ts = minute * 60
+        buckets = []
+        for name, granularity in GRANULARITIES.items():
+            index = ts // granularity
+            key = out.layout.window(name, index)
+            expire_at = out.expire[key] = (index + 1) * granularity + keep
+            buckets.append((key, expire_at))
+        cached = out.windows[minute] = tuple(buckets)
     return cached
+
+
+def _add(table: dict[str, dict[str, int]], key: str, name: str, amount: int) -> None:
+    row = table.get(key)
+    if row is None:
+        table[key] = {name: amount}
+    else:
+        row[name] = row.get(name, 0) + amount
 
 
 def _score(
@@ -179,12 +194,12 @@ def _score(
 ) -> bool:
     """Points, profile, windows, leaderboards and counters of an applied event; returns
     whether some bucket was past retention (late)."""
-    layout = out.layout
     member, kind = activity.member_id, activity.type
     earned = policy.points[kind]
     state.points += earned
     state.events += 1
-    state.by_type[kind] = state.by_type.get(kind, 0) + 1
+    by_type = state.by_type
+    by_type[kind] = by_type.get(kind, 0) + 1
     if not state.first_seen or at < state.first_seen:
         state.first_seen = at
     if at > state.last_seen:
@@ -192,27 +207,21 @@ def _score(
     if day != state.last_day:
         out.active_days.setdefault(member, set()).add(day)
         state.last_day = max(state.last_day, day)
-    day_field = str(day)
-    out.h(layout.counts(), kind, 1)
-    out.h(layout.counts_by_source(), f"{kind}|{activity.source}", 1)
-    out.h(layout.events_by_day(), day_field, 1)
+    hincr, zincr = out.hincr, out.zincr
+    _add(hincr, out.counts_key, kind, 1)
+    _add(hincr, out.sources_key, f"{kind}|{activity.source}", 1)
+    _add(hincr, out.days_key, str(day), 1)
     late = False
     for key, expire_at in _boards(out, day, activity.channel, policy.retention):
         if expire_at and expire_at <= stream_time:
             late = True
-            continue
-        out.z(key, member, -earned)
-        if expire_at:
-            out.expires(key, expire_at)
-    ts = activity.occurred_at
-    keep = policy.retention.window_seconds
-    for name, granularity in GRANULARITIES.items():
-        key, expire_at = _window(out, name, int(ts // granularity), granularity, keep)
+        else:
+            _add(zincr, key, member, -earned)
+    for key, expire_at in _windows(out, at // 60_000, policy.retention.window_seconds):
         if expire_at <= stream_time:
             late = True
-            continue
-        out.h(key, member, earned)
-        out.expires(key, expire_at)
+        else:
+            _add(hincr, key, member, earned)
     if earned and day > state.newest // DAY_MS - SCORE_DAYS:
         state.score[day] = state.score.get(day, 0) + earned
         _judge(state, member, at, day, policy.segments, out)
