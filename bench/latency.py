@@ -21,8 +21,8 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, Producer
 
 from bench import procs
-from bench.runs import Context, scrape
-from bench.stack import BenchError, counts_total, create_topic, delete_prefix
+from bench.runs import Context, per_event, scrape
+from bench.stack import BenchError, counts_total, create_topic, delete_prefix, redis_cpu
 from bench.workload import Workload
 from streams.keys import KeyLayout
 from streams.periods import format_instant
@@ -230,6 +230,8 @@ def _measure(
         thread.start()
     reference_ms = procs.reference_loop_ms()
     cpu0 = worker.cpu_seconds()
+    redis0 = redis_cpu(redis)
+    broker0 = procs.kafka_broker_cpu()
     steal0 = procs.machine_steal_seconds()
     t0 = time.monotonic()
     i = 0
@@ -269,6 +271,8 @@ def _measure(
     elapsed = time.monotonic() - t0
     producer.flush(30)
     cpu = worker.cpu_seconds() - cpu0
+    redis_cores = (redis_cpu(redis) - redis0) / elapsed
+    broker_cores = (procs.kafka_broker_cpu() - broker0) / elapsed
     steal = procs.machine_steal_seconds() - steal0
     stop_deadline[0] = time.monotonic() + 30
     stop.set()
@@ -290,12 +294,16 @@ def _measure(
         "achieved_rate": round(total / elapsed, 1),
         "seconds": round(elapsed, 1),
         "poll_interval_ms": POLL_INTERVAL * 1000,
-        "worker_cpu_cores": round(cpu / elapsed, 2),
+        "worker_cpu_cores": [round(cpu / elapsed, 2)],
+        "redis_cpu_cores": round(redis_cores, 2),
+        "kafka_cpu_cores": round(broker_cores, 2),
         "machine_steal_cores": round(steal / elapsed, 2),
         "reference_loop_ms": reference_ms,
         "visible": _stats(lat),
         "missing_visible": len(measured_probes) - len(lat),
     }
+    # Over the sending time (the producer's own CPU, the benchmark's, left out).
+    result["cpu_us_per_event"] = per_event(result, result["achieved_rate"])
     if awards_topic:
         result["award"] = _stats(award_lat)
         result["missing_awards"] = len(measured_probes) - len(award_lat)

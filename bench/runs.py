@@ -98,12 +98,12 @@ def _shared_meters(redis: Any) -> list[Callable[[], float]]:
     ]
 
 
-def per_event(result: dict[str, Any]) -> dict[str, Any]:
+def per_event(result: dict[str, Any], rate: float | None = None) -> dict[str, Any]:
     """CPU µs per event of the worker(s), Redis and the broker, and their sum, from the
     cores each used over the measured span: cores x 1e6 / events per second. The
     machine's busy time (everything on it, the benchmark's own polling included) is
     given beside them, outside the sum."""
-    rate = float(result["events_per_s"])
+    rate = float(rate or result["events_per_s"])
     parts = {
         "worker": sum(result.get("worker_cpu_cores") or [float("nan")]),
         "redis": result.get("redis_cpu_cores", float("nan")),

@@ -244,8 +244,11 @@ def _category(key: str) -> str:
     """The kind of a key, from the documented layout ``prefix:{community}:<kind>:...``."""
     _, tag, rest = key.partition("}:")
     if not tag:
-        # prefix:epoch:<topic>:<partition>, the owner epochs of the input partitions.
-        return "engine (offsets, epochs)" if ":epoch:" in key else "other"
+        # prefix:epoch:<topic>:<partition> (the owner epochs of the input partitions)
+        # and prefix:communities (the communities seen, for draining outboxes).
+        if ":epoch:" in key or key.endswith(":communities"):
+            return "engine (offsets, epochs)"
+        return "other"
     parts = rest.split(":")
     kind = parts[0]
     if kind == "member":
@@ -341,6 +344,7 @@ def memory_by_category(
 # The parts of a member's state record (streams.state.to_record), by what they serve.
 STATE_SECTIONS = {
     "seen": "dedupe (event id digests)",
+    "received": "dedupe (event id digests)",
     "counters": "badges",
     "days": "badges",
     "badges": "badges",
@@ -352,15 +356,17 @@ STATE_SECTIONS = {
 
 
 def state_sections(client: redis.Redis, prefix: str, sample: int = 1000) -> dict[str, Any]:
-    """What the ``state`` field of member hashes is made of: the JSON bytes of each part
-    of the record, over up to ``sample`` member hashes spread over the keyspace."""
+    """What the ``state`` field of member hashes is made of: per part of the state, the
+    JSON bytes it adds to the record (the record with that part at its default value is
+    that much shorter), over up to ``sample`` member hashes spread over the keyspace."""
     import dataclasses
 
     import orjson
 
-    from streams.state import MemberState
+    from streams.state import MemberState, from_record, to_record
 
-    names = ["version", *(f.name for f in dataclasses.fields(MemberState))]
+    fields = [f.name for f in dataclasses.fields(MemberState)]
+    empty = MemberState()
     members = [key for key in scan_keys(client, prefix) if _is_member_hash(key)]
     picked = members[:: max(1, len(members) // sample)][:sample]
     pipe = client.pipeline(transaction=False)
@@ -371,12 +377,19 @@ def state_sections(client: redis.Redis, prefix: str, sample: int = 1000) -> dict
     for raw in pipe.execute():
         if raw is None:
             continue
-        record = orjson.loads(raw)
-        if len(record) != len(names):
-            return {"skipped": f"a state record has {len(record)} parts, expected {len(names)}"}
+        try:
+            state = from_record(orjson.loads(raw))
+        except ValueError as exc:  # a record of another layout version
+            return {"skipped": str(exc)}
+        full = len(orjson.dumps(to_record(state)))
         sizes.append(len(raw))
-        for name, part in zip(names, record, strict=True):
-            by_part[STATE_SECTIONS.get(name, "profile copy")] += len(orjson.dumps(part)) + 1
+        rest = full
+        for name in fields:
+            stripped = dataclasses.replace(state, **{name: getattr(empty, name)})
+            part = full - len(orjson.dumps(to_record(stripped)))
+            by_part[STATE_SECTIONS.get(name, "profile copy")] += part
+            rest -= part
+        by_part["record framing"] += rest
     if not sizes:
         return {}
     total = sum(by_part.values())
@@ -386,7 +399,7 @@ def state_sections(client: redis.Redis, prefix: str, sample: int = 1000) -> dict
         "mean_bytes": round(sum(sizes) / len(sizes)),
         "median_bytes": sizes[len(sizes) // 2],
         "max_bytes": sizes[-1],
-        "share_pct": {k: round(100 * v / total, 1) for k, v in by_part.most_common()},
+        "share_pct": {k: round(100 * v / max(1, total), 1) for k, v in by_part.most_common()},
     }
 
 

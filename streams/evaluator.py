@@ -72,15 +72,14 @@ def evaluate(
     at = int(activity.occurred_at * 1000)
     member = activity.member_id
     digest = event_digest(activity.event_id)
-    for remembered in state.seen.values():
-        if digest in remembered:
-            out.activities.append(activity)
-            out.codes.append(DUPLICATE)
-            out.late.append(False)
-            return DUPLICATE
+    if state.remembers(digest):
+        out.activities.append(activity)
+        out.codes.append(DUPLICATE)
+        out.late.append(False)
+        return DUPLICATE
     day = at // DAY_MS
     receipt = received or at
-    state.seen.setdefault(receipt // DAY_MS, set()).add(digest)
+    state.remember(receipt // DAY_MS, digest)
     if receipt > state.received:
         state.received = receipt
         horizon = (receipt - policy.retention.dedupe_seconds * 1000) // DAY_MS

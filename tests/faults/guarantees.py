@@ -76,17 +76,20 @@ def remembered(
     applied (their dedupe memory), by index in ``wanted``."""
     from agents.writer import STATE_FIELD, decode_state
     from streams.keys import KeyLayout
-    from streams.state import event_digest
+    from streams.state import MemberState, event_digest
 
     members = sorted({(c, m) for c, m, _ in wanted})
     pipe = client.pipeline(transaction=False)
     for community, member in members:
         pipe.hget(KeyLayout(prefix, community).member(member), STATE_FIELD)
-    seen: dict[tuple[str, str], set[int]] = {}
+    states: dict[tuple[str, str], MemberState | None] = {}
     for key, raw in zip(members, pipe.execute(), strict=True):
-        state = decode_state(raw) if raw else None
-        seen[key] = set().union(*state.seen.values()) if state and state.seen else set()
-    return {i for i, (c, m, e) in enumerate(wanted) if event_digest(e) in seen[(c, m)]}
+        states[key] = decode_state(raw) if raw else None
+    return {
+        i
+        for i, (c, m, e) in enumerate(wanted)
+        if (state := states[(c, m)]) is not None and state.remembers(event_digest(e))
+    }
 
 
 def comparable(state: dict[str, Any]) -> dict[str, Any]:

@@ -103,9 +103,11 @@ class FakeWriter:
         if self.lost_replies:
             self.lost_replies -= 1
             raise redis.exceptions.TimeoutError("Timeout reading from socket")
-        for community, reply in replies:
-            if reply[0] == "fenced":
-                raise Fenced(community, reply[1], reply[2])
+        refused = [(community, reply) for community, reply in replies if reply[0] == "fenced"]
+        if refused:
+            community, reply = refused[0]
+            written = [c for c, answer in replies if answer[0] != "fenced"]
+            raise Fenced(community, reply[1], reply[2], written)
 
     async def due_members(self, layout: KeyLayout, until_ms: int) -> list[str]:
         due = self.zsets.get(layout.segment_due(), {})

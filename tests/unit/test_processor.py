@@ -421,13 +421,6 @@ def test_a_reset_while_a_batch_is_being_prepared_makes_it_stale(
     asyncio.run(scenario())
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason="bug: a write fenced in one community is applied in the batch's others; their "
-    "outputs stay in the outbox (the fenced processor does not publish them, the new owner "
-    "skips their records) until some worker restarts and drains",
-)
 def test_outputs_of_the_communities_a_fenced_batch_did_write_are_published(
     make_event: Callable[..., dict[str, Any]],
 ) -> None:

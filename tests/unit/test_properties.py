@@ -387,6 +387,7 @@ async def run_with_crashes(
             await processor.process(records[position:following])
             position = following
             with contextlib.suppress(Fenced):
+                # Refused where the new owner claimed; what it wrote elsewhere it publishes.
                 await zombie.apply(prepared)
             continue
         if crash == "before_write":
@@ -400,9 +401,6 @@ async def run_with_crashes(
         position = end
         if crash == "after":
             processor, position = await start(), max(0, position - back)
-    # What a zombie's partially applied write recorded waits for the next start's drain
-    # (see test_processor.py: test_outputs_of_the_communities_a_fenced_batch_did_write_...).
-    await processor.drain_outboxes()
 
 
 def valid(record: FakeRecord) -> Activity | None:
