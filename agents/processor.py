@@ -463,7 +463,8 @@ class ActivityProcessor:
 
         Raises :class:`StaleBatch` for a batch prepared before a reset, and
         :class:`~agents.writer.Fenced` (after resetting) when a newer owner holds one
-        of its partitions: nothing of it is written then.
+        of its partitions: nothing of that community's write is applied (the other
+        communities' writes may be, and their outputs are published before it raises).
         """
         started = time.perf_counter()
         m = self._metrics
