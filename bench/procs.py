@@ -229,10 +229,11 @@ class Progress:
         """Events applied from the first reading to the last (what the rate counts)."""
         return self.target - self.first_count
 
-    def busy(self) -> list[float]:
+    def busy(self, digits: int | None = 2) -> list[float]:
         """Per meter, CPU cores used on average from the first event to the last."""
         span = self.done_at - self.first_at
-        return [round((b - a) / span, 2) for a, b in zip(self.at_first, self.at_done, strict=True)]
+        cores = [(b - a) / span for a, b in zip(self.at_first, self.at_done, strict=True)]
+        return cores if digits is None else [round(c, digits) for c in cores]
 
     @property
     def rate(self) -> float:

@@ -98,12 +98,21 @@ def _shared_meters(redis: Any) -> list[Callable[[], float]]:
     ]
 
 
-def per_event(result: dict[str, Any], rate: float | None = None) -> dict[str, Any]:
+def per_event(
+    result: dict[str, Any], rate: float | None = None, cores: list[float] | None = None
+) -> dict[str, Any]:
     """CPU µs per event of the worker(s), Redis and the broker, and their sum, from the
     cores each used over the measured span: cores x 1e6 / events per second. The
     machine's busy time (everything on it, the benchmark's own polling included) is
-    given beside them, outside the sum."""
+    given beside them, outside the sum.
+
+    ``cores``: the unrounded readings, ordered as the result's (workers, then
+    ``SHARED_CORES``); without it, the result's rounded cores are used."""
     rate = float(rate or result["events_per_s"])
+    if cores is not None:
+        workers = len(cores) - len(SHARED_CORES)
+        exact = dict(zip(SHARED_CORES, cores[workers:], strict=True))
+        result = {**result, "worker_cpu_cores": cores[:workers], **exact}
     parts = {
         "worker": sum(result.get("worker_cpu_cores") or [float("nan")]),
         "redis": result.get("redis_cpu_cores", float("nan")),
@@ -214,7 +223,7 @@ def run_ours(
     result["workers"] = workers
     result["worker_rss_mb"] = [round(m.get("VmRSS", 0) / 2**20, 1) for m in memory]
     result["worker_peak_rss_mb"] = [round(m.get("VmHWM", 0) / 2**20, 1) for m in memory]
-    result["cpu_us_per_event"] = per_event(result)
+    result["cpu_us_per_event"] = per_event(result, cores=progress.busy(digits=None))
     _redis_per_event(progress, result, OURS_POLL)
     result.update(_batch_stats(texts))
     result["verified"] = verify(redis, prefix, expected, scenario)
@@ -268,7 +277,7 @@ def run_peer(ctx: Context, peer: str, topic: str, expected: Expected, tag: str) 
     result.update(zip(SHARED_CORES, busy[1:], strict=True))
     result["reference_loop_ms"] = reference_ms
     result["worker_peak_rss_mb"] = [round(memory.get("VmHWM", 0) / 2**20, 1)]
-    result["cpu_us_per_event"] = per_event(result)
+    result["cpu_us_per_event"] = per_event(result, cores=progress.busy(digits=None))
     _redis_per_event(progress, result, PEER_POLL)
     result["verified"] = verify(redis, prefix, expected, peer, counts=False)
     delete_prefix(redis, prefix)
