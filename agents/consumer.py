@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 from kafka.partitioner.default import murmur2
 from mode import Service
 
@@ -259,11 +259,16 @@ class ActivityConsumer(Service):
         consumer = self._started_consumer
         self._processor.reset()
         assigned = consumer.assignment()
-        if assigned:
-            committed = await consumer.seek_to_committed()
-            fresh = [tp for tp, offset in committed.items() if not offset]
-            if fresh:
-                await consumer.seek_to_beginning(*fresh)
+        try:
+            if assigned:
+                committed = await consumer.seek_to_committed(*assigned)
+                fresh = [tp for tp, offset in committed.items() if not offset]
+                if fresh:
+                    await consumer.seek_to_beginning(*fresh)
+        except IllegalStateError:
+            # The group rebalanced meanwhile: the new assignment starts from the
+            # committed offsets anyway.
+            log.info("partitions reassigned while going back to the committed offsets")
         self._refetch = False
         await asyncio.sleep(0.1)
 

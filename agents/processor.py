@@ -40,7 +40,7 @@ from streams.evaluator import advance, evaluate
 from streams.keys import KeyLayout, partition_field
 from streams.moderation import flag_message
 from streams.segments import change_message
-from streams.state import MemberState
+from streams.state import DAY_MS, MemberState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -104,8 +104,11 @@ class EffectWriter(Protocol):
         self,
         claims: Mapping[KeyLayout, Sequence[tuple[str, int]]],
         members: Sequence[tuple[KeyLayout, str]],
+        days: range = range(0),
+        retention_seconds: int = 7 * 86400,
     ) -> tuple[dict[KeyLayout, dict[str, Fence]], list[MemberState | None]]:
-        """Claim partitions of communities first touched and read members' states."""
+        """Claim partitions of communities first touched and read members' states
+        (with the event ids they remembered on ``days``)."""
 
     async def write(self, batches: Sequence[tuple[str, str, bytes]]) -> None:
         """Write each (community, offsets key, payload) atomically behind its fence."""
@@ -286,6 +289,10 @@ class ActivityProcessor:
         self._owned: dict[str, tuple[str, int, int]] = {}
         self._adopt = False
         self._generation = 0
+        # A day of remembered event ids lives in Redis one day past the retention.
+        self._keep_ids = self._policy.retention.dedupe_seconds + 86400
+        # Held by the one retry loop that backs off from a Redis outage (see _retry).
+        self._outage = asyncio.Lock()
 
     # -- ownership ---------------------------------------------------------------------
 
@@ -330,9 +337,19 @@ class ActivityProcessor:
             return self._fences[community][field].epoch
         return self._owned[field][2]
 
-    async def _load(self, communities: Iterable[str], members: Iterable[tuple[str, str]]) -> None:
+    async def _load(
+        self,
+        communities: Iterable[str],
+        members: Iterable[tuple[str, str]],
+        received: Sequence[int] = (),
+    ) -> None:
         """Claim the owned partitions in communities first touched and load the states
-        of members not cached, in one round trip."""
+        of members not cached, in one round trip.
+
+        A member's remembered event ids are read for the days the dedupe retention
+        reaches back from the ``received`` times (ms) of the batch's records (from the
+        wall clock when there are none): the days its next events can be judged on.
+        """
         claims = {
             self.layout(c): [(f, 0 if self._adopt else e) for f, (_, _, e) in self._owned.items()]
             for c in communities
@@ -341,10 +358,18 @@ class ActivityProcessor:
         missing = [(c, m) for c, m in members if (c, m) not in self._cache]
         if not claims and not missing:
             return
+        keep = self._policy.retention.dedupe_seconds
+        wall = int(self._clock() * 1000)
+        first, last = (min(received), max(received)) if received else (wall, wall)
+        days = (
+            range((first - keep * 1000) // DAY_MS - 1, last // DAY_MS + 1) if missing else range(0)
+        )
         fences, states = await self._retry(
-            lambda: self._writer.load(claims, [(self.layout(c), m) for c, m in missing]),
+            lambda: self._writer.load(
+                claims, [(self.layout(c), m) for c, m in missing], days, keep
+            ),
             self._metrics.redis_errors,
-            "load member states",
+            "apply a batch to Redis (loading member states)",
         )
         now = self._clock()
         for layout, recorded in fences.items():
@@ -397,6 +422,7 @@ class ActivityProcessor:
         await self._load(
             {a.community for a, *_ in decoded},
             {(a.community, a.member_id) for a, *_ in decoded},
+            [r or int(a.occurred_at * 1000) for a, _, _, r in decoded],
         )
         if generation != self._generation:
             raise StaleBatch("the engine state was reset while the batch loaded")
@@ -432,7 +458,9 @@ class ActivityProcessor:
                 f: (self._epoch(community, f), fence.offset, fence.stream_ms)
                 for f, fence in written[community].items()
             }
-            payloads.append((community, out.layout.offsets(), payload(out, recorded, now)))
+            payloads.append(
+                (community, out.layout.offsets(), payload(out, recorded, now, self._keep_ids))
+            )
         self._trim()
         return PreparedBatch(
             len(records),
@@ -706,7 +734,13 @@ class ActivityProcessor:
             if out.members:
                 check = {f: (self._epoch(community, f), -1, 0) for f in fields}
                 writes.append(out)
-                payloads.append((community, layout.offsets(), payload(out, check, self._clock())))
+                payloads.append(
+                    (
+                        community,
+                        layout.offsets(),
+                        payload(out, check, self._clock(), self._keep_ids),
+                    )
+                )
         if not payloads:
             return 0
 
@@ -762,15 +796,36 @@ class ActivityProcessor:
         disk (MISCONF) or refused credentials also mean "not applied", and skipping the
         batch would lose it. A Redis error that persists stalls the worker, visibly (this
         log line and the error counter), instead of dropping events.
+
+        One Redis outage has one backoff: while a loop backs off, another caller that
+        fails (the next batch's load while this batch's write waits) waits for that loop
+        to get through, then tries again, so the log reads as one growing series.
         """
         delay = 0.1
-        while True:
-            try:
-                return await attempt()
-            except (redis.exceptions.RedisError, KafkaUnavailable) as exc:
-                errors.inc()
-                log.warning(
-                    "could not %s (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, delay
-                )
-                await asyncio.sleep(delay)
-                delay = min(MAX_BACKOFF, delay * 2)
+        redis_side = errors is self._metrics.redis_errors
+        holding = False
+        try:
+            while True:
+                try:
+                    return await attempt()
+                except (redis.exceptions.RedisError, KafkaUnavailable) as exc:
+                    errors.inc()
+                    if redis_side and not holding:
+                        if self._outage.locked():
+                            async with self._outage:
+                                pass
+                            continue
+                        await self._outage.acquire()
+                        holding = True
+                    log.warning(
+                        "could not %s (%s: %s); retrying in %.1fs",
+                        what,
+                        type(exc).__name__,
+                        exc,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(MAX_BACKOFF, delay * 2)
+        finally:
+            if holding:
+                self._outage.release()

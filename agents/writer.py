@@ -20,7 +20,14 @@ import redis.asyncio as aioredis
 
 from streams.effects import CommunityWrites
 from streams.keys import KeyLayout, epoch_key
-from streams.state import MemberState, StateVersionError, from_record, to_record
+from streams.state import (
+    DAY_MS,
+    MemberState,
+    StateVersionError,
+    from_record,
+    restore_seen,
+    to_record,
+)
 
 WRITE_LUA: Final = resources.files("agents").joinpath("write_batch.lua").read_text("utf-8")
 CLAIM_LUA: Final = resources.files("agents").joinpath("claim.lua").read_text("utf-8")
@@ -72,11 +79,13 @@ def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
         yield items[start : start + size]
 
 
-def commands(writes: CommunityWrites, now: float) -> list[list[str]]:
+def commands(writes: CommunityWrites, now: float, keep_ids: int = 8 * 86400) -> list[list[str]]:
     """The Redis commands of one community's batch, every argument a string.
 
     ``now`` (epoch seconds, the shell's clock) only leaves out keys that Redis would
-    expire at once: an old event replayed long after its buckets' retention.
+    expire at once: an old event replayed long after its buckets' retention. A
+    member's day of remembered event ids lives ``keep_ids`` seconds from its first
+    write (the evaluator forgets it by the records' timestamps; this only bounds memory).
     """
     layout = writes.layout
     out: list[list[str]] = []
@@ -108,6 +117,12 @@ def commands(writes: CommunityWrites, now: float) -> list[list[str]]:
             for kind, count in state.by_type.items():
                 fields += [f"type:{kind}", str(count)]
         out.append(["HSET", layout.member(member), *fields])
+    for member, by_day in writes.ids.items():
+        for day, digests in by_day.items():
+            key = layout.member_ids(member, day)
+            out.append(["APPEND", key, digests.hex()])
+            if (member, day) in writes.new_ids:
+                out.append(["EXPIRE", key, str(keep_ids)])
     for member, days in writes.active_days.items():
         out.append(["SADD", layout.member_days(member), *map(str, sorted(days))])
     for head, items in (
@@ -150,7 +165,10 @@ def commands(writes: CommunityWrites, now: float) -> list[list[str]]:
 
 
 def payload(
-    writes: CommunityWrites, fences: Mapping[str, tuple[int, int, int]], now: float
+    writes: CommunityWrites,
+    fences: Mapping[str, tuple[int, int, int]],
+    now: float,
+    keep_ids: int = 8 * 86400,
 ) -> bytes:
     """The argument of ``write_batch.lua``: fences (field -> epoch, offset, stream ms),
     commands and thread ops, as one JSON array."""
@@ -162,7 +180,7 @@ def payload(
     return orjson.dumps(
         [
             [[f, str(e), str(o), str(s)] for f, (e, o, s) in fences.items()],
-            commands(writes, now),
+            commands(writes, now, keep_ids),
             threads,
         ]
     )
@@ -197,10 +215,13 @@ class StateWriter:
         self,
         claims: Mapping[KeyLayout, Sequence[tuple[str, int]]],
         members: Sequence[tuple[KeyLayout, str]],
+        days: range = range(0),
+        retention_seconds: int = 7 * 86400,
     ) -> tuple[dict[KeyLayout, dict[str, Fence]], list[MemberState | None]]:
         """Claim partitions in communities first touched (``claims``: field, epoch pairs)
-        and read members' states, in one round trip. The claims run first, so no older
-        owner writes between them and the reads."""
+        and read members' states with their event ids remembered on ``days``, in one
+        round trip. The claims run first, so no older owner writes between them and the
+        reads."""
         if not claims and not members:
             return {}, []
         for attempt in range(2):
@@ -212,6 +233,8 @@ class StateWriter:
                         pipe.evalsha(claim_sha, 1, layout.offsets(), *args)
                     for layout, member in members:
                         pipe.hmget(layout.member(member), STATE_FIELD, "first_seen")
+                        if days:
+                            pipe.mget([layout.member_ids(member, d) for d in days])
                     replies = await pipe.execute()
                 break
             except redis.exceptions.NoScriptError:
@@ -224,14 +247,50 @@ class StateWriter:
                 field: Fence.parse(value) for (field, _), value in zip(fields, stored, strict=True)
             }
         states: list[MemberState | None] = []
-        for raw, first_seen in replies[len(claims) :]:
+        found: list[dict[int, str]] = []
+        # Days a state's own newest receipt reaches back to but ``days`` did not cover
+        # (its records came with older timestamps, or a sweep loaded it): read in a
+        # second round trip, which the worker's batches rarely need.
+        more: list[tuple[int, KeyLayout, str, list[int]]] = []
+        step = 2 if days else 1
+        rest = replies[len(claims) :]
+        for index in range(0, len(rest), step):
+            raw, first_seen = rest[index]
             if raw is None and first_seen is not None:
                 # A profile written by a release that kept the rules' state in other keys.
                 raise StateVersionError(
                     "a member profile without engine state (written by an older release): "
                     "run `pulse rebuild --from-beginning`"
                 )
-            states.append(None if raw is None else decode_state(raw))
+            if raw is None:
+                states.append(None)
+                found.append({})
+                continue
+            state = decode_state(raw)
+            got = (
+                {d: text for d, text in zip(days, rest[index + 1], strict=True) if text}
+                if days
+                else {}
+            )
+            needed = range(
+                (state.received - retention_seconds * 1000) // DAY_MS - 1,
+                state.received // DAY_MS + 1,
+            )
+            if state.received and (lacking := [d for d in needed if d not in days]):
+                layout, member = members[index // step]
+                more.append((len(states), layout, member, lacking))
+            states.append(state)
+            found.append(got)
+        if more:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for _, layout, member, lacking in more:
+                    pipe.mget([layout.member_ids(member, d) for d in lacking])
+                extra = await pipe.execute()
+            for (position, _, _, lacking), texts in zip(more, extra, strict=True):
+                found[position].update((d, t) for d, t in zip(lacking, texts, strict=True) if t)
+        for loaded, got in zip(states, found, strict=True):
+            if loaded is not None:
+                restore_seen(loaded, got, retention_seconds)
         return fences, states
 
     async def write(self, batches: Sequence[tuple[str, str, bytes]]) -> None:

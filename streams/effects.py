@@ -35,6 +35,10 @@ class CommunityWrites:
     # Members whose state changed: member_id -> state (the cache's object, written as
     # it is at the end of the batch).
     members: dict[str, MemberState] = field(default_factory=dict)
+    # Event-id digests remembered in this batch: member -> receipt day -> digests, and
+    # the (member, day) memories this batch starts (they get their expiry).
+    ids: dict[str, dict[int, bytearray]] = field(default_factory=dict)
+    new_ids: set[tuple[str, int]] = field(default_factory=set)
     # UTC days to add to members' active-days sets.
     active_days: dict[str, set[int]] = field(default_factory=dict)
     # Recorded outputs, in event order: (id, record) for awards, flags, segment changes.

@@ -79,7 +79,18 @@ def evaluate(
         return DUPLICATE
     day = at // DAY_MS
     receipt = received or at
-    state.remember(receipt // DAY_MS, digest)
+    receipt_day = receipt // DAY_MS
+    if receipt_day not in state.seen:
+        out.new_ids.add((member, receipt_day))
+    state.remember(receipt_day, digest)
+    days = out.ids.get(member)
+    if days is None:
+        days = out.ids[member] = {}
+    batch = days.get(receipt_day)
+    if batch is None:
+        days[receipt_day] = bytearray(digest)
+    else:
+        batch += digest
     if receipt > state.received:
         state.received = receipt
         horizon = (receipt - policy.retention.dedupe_seconds * 1000) // DAY_MS

@@ -108,6 +108,11 @@ class KeyLayout:
         # badge ids are validated to [a-z0-9-], safe in a key as they are.
         return f"{self.base}:member:{escape(member_id)}:bd:{badge}:{condition}"
 
+    def member_ids(self, member_id: str, day: int) -> str:
+        """The event ids (8-byte digests, hex) a member's records received on a UTC
+        day brought: the member's dedupe memory, one string per day."""
+        return f"{self.base}:member:{escape(member_id)}:ids:{day}"
+
     def member_badges(self, member_id: str) -> str:
         return f"{self.base}:member:{escape(member_id)}:badges"
 

@@ -9,14 +9,13 @@ it). The evaluator (``streams/evaluator.py``) is the only code that changes a st
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 # Bumped when the record layout changes; a record of another version is refused (the
 # operator runs ``pulse rebuild --from-beginning``).
-STATE_VERSION: Final = 2
+STATE_VERSION: Final = 3
 DAY_MS: Final = 86_400_000
 
 
@@ -68,7 +67,9 @@ class MemberState:
     bursts: dict[str, tuple[str, int]] = field(default_factory=dict)
     # Event ids applied recently: their digests, per UTC day the record was received
     # (its Kafka timestamp, part of the input); kept for the dedupe retention after the
-    # newest receipt.
+    # newest receipt. Stored apart from the record (:func:`to_record`), appended to one
+    # Redis string per member and day, so that a busy member's state written with each
+    # batch does not grow with its events.
     # Packed, not a set: 8 bytes per id in memory as in Redis, where a set of ints
     # costs about 100; a lookup is a C-speed scan of a few kilobytes.
     seen: dict[int, bytearray] = field(default_factory=dict)
@@ -90,12 +91,11 @@ class MemberState:
         return sum(p for d, p in self.score.items() if day - 30 < d <= day)
 
 
-def _pack(digests: bytearray) -> str:
-    return base64.b64encode(digests).decode()
-
-
-def _unpack(text: str) -> bytearray:
-    return bytearray(base64.b64decode(text))
+def restore_seen(state: MemberState, days: dict[int, str], retention_seconds: int) -> None:
+    """Give a loaded state its remembered event ids: per UTC day, the digests as hex
+    (as the shell stores them), forgetting days the retention has passed."""
+    horizon = (state.received - retention_seconds * 1000) // DAY_MS
+    state.seen = {d: bytearray.fromhex(text) for d, text in sorted(days.items()) if d >= horizon}
 
 
 def to_record(state: MemberState) -> list[Any]:
@@ -119,7 +119,6 @@ def to_record(state: MemberState) -> list[Any]:
         {k: [list(m) for m in v] for k, v in state.flood.items()},
         state.crosspost,
         {k: list(v) for k, v in state.bursts.items()},
-        {str(d): _pack(v) for d, v in state.seen.items()},
         state.received,
     ]
 
@@ -154,7 +153,6 @@ def from_record(record: list[Any]) -> MemberState:
         flood,
         crosspost,
         bursts,
-        seen,
         received,
     ) = record
     return MemberState(
@@ -175,6 +173,5 @@ def from_record(record: list[Any]) -> MemberState:
         flood={k: [(int(m[0]), str(m[1])) for m in v] for k, v in flood.items()},
         crosspost=crosspost,
         bursts={k: (str(v[0]), int(v[1])) for k, v in bursts.items()},
-        seen={int(d): _unpack(v) for d, v in seen.items()},
         received=received,
     )

@@ -25,11 +25,11 @@ import redis
 from agents.processor import DeadLetter
 from agents.writer import STATE_FIELD, Fence, Fenced, decode_state
 from streams.keys import KeyLayout
-from streams.state import MemberState
+from streams.state import MemberState, restore_seen
 
 TOPIC = "pulse.activity"
 # A member's profile hash: prefix, {community}, escaped member id.
-MEMBER_KEY = re.compile(r"[^:]+:\{([^}]+)\}:member:([^:]+)")
+MEMBER_KEY = re.compile(r"([^:]+):\{([^}]+)\}:member:([^:]+)")
 
 
 @dataclass
@@ -60,6 +60,9 @@ class FakeWriter:
         self.zsets: dict[str, dict[str, float]] = {}
         self.sets: dict[str, set[str]] = {}
         self.lists: dict[str, list[str]] = {}
+        self.strings: dict[str, str] = {}
+        # The dedupe retention the states are restored with (the policy's default).
+        self.retention_seconds = 7 * 86400
         self.threads: list[list[str]] = []
         self.known: set[str] = set()
         self.epoch_counters: dict[tuple[str, int], int] = {}
@@ -79,6 +82,8 @@ class FakeWriter:
         self,
         claims: Mapping[KeyLayout, Sequence[tuple[str, int]]],
         members: Sequence[tuple[KeyLayout, str]],
+        days: range = range(0),
+        retention_seconds: int = 7 * 86400,
     ) -> tuple[dict[KeyLayout, dict[str, Fence]], list[MemberState | None]]:
         self.loads += 1
         fences = {
@@ -88,7 +93,10 @@ class FakeWriter:
             for layout, fields in claims.items()
         }
         self.loaded.extend((layout.community, member) for layout, member in members)
-        return fences, [self.state(layout, member) for layout, member in members]
+        # As StateWriter: the days asked for, and those the state's newest receipt needs.
+        return fences, [
+            self.state(layout, member, None, retention_seconds) for layout, member in members
+        ]
 
     async def write(self, batches: Sequence[tuple[str, str, bytes]]) -> None:
         if not batches:
@@ -137,10 +145,27 @@ class FakeWriter:
 
     # -- what the tests read -----------------------------------------------------------
 
-    def state(self, layout: KeyLayout, member: str) -> MemberState | None:
-        """A member's stored engine state, decoded as the real writer decodes it."""
+    def state(
+        self,
+        layout: KeyLayout,
+        member: str,
+        days: range | None = None,
+        retention_seconds: int | None = None,
+    ) -> MemberState | None:
+        """A member's stored engine state, decoded as the real writer decodes it, with
+        the event ids it remembers on ``days`` (all days when None)."""
         raw = self.hashes.get(layout.member(member), {}).get(STATE_FIELD)
-        return None if raw is None else decode_state(raw)
+        if raw is None:
+            return None
+        state = decode_state(raw)
+        prefix = layout.member_ids(member, 0)[:-1]
+        found = {
+            int(key[len(prefix) :]): text
+            for key, text in self.strings.items()
+            if key.startswith(prefix) and (days is None or int(key[len(prefix) :]) in days)
+        }
+        restore_seen(state, found, retention_seconds or self.retention_seconds)
+        return state
 
     def states(self) -> dict[tuple[str, str], MemberState]:
         """Every stored member state: (community, member) -> state."""
@@ -148,8 +173,11 @@ class FakeWriter:
         for key, fields in self.hashes.items():
             match = MEMBER_KEY.fullmatch(key)
             if match is not None and STATE_FIELD in fields:
-                community, member = match.group(1), unquote(match.group(2))
-                found[(community, member)] = decode_state(fields[STATE_FIELD])
+                prefix, community = match.group(1), match.group(2)
+                member = unquote(match.group(3))
+                state = self.state(KeyLayout(prefix, community), member)
+                assert state is not None
+                found[(community, member)] = state
         return found
 
     def recorded(self, records_key: str) -> dict[str, dict[str, Any]]:
@@ -226,7 +254,9 @@ class FakeWriter:
             self.sets.setdefault(key, set()).update(args)
         elif name == "RPUSH":
             self.lists.setdefault(key, []).extend(args)
-        elif name != "EXPIREAT":  # nothing expires in a test
+        elif name == "APPEND":
+            self.strings[key] = self.strings.get(key, "") + args[0]
+        elif name not in ("EXPIREAT", "EXPIRE"):  # nothing expires in a test
             raise NotImplementedError(f"the fake writer cannot run {name}")
 
 

@@ -420,6 +420,7 @@ def test_batched_crashing_redelivering_worker_ends_where_a_replay_of_the_events_
     engine = Settings.from_env(ENGINE_ENV, state_cache_members=cache)
     records, distinct = history_records(history)
     writer, outputs = FakeWriter(), sinks()
+    writer.retention_seconds = engine.retention.dedupe_seconds
     asyncio.run(run_with_crashes(engine, writer, outputs, records, plan))
 
     replay = Replay(engine.policy)
