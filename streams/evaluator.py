@@ -125,6 +125,7 @@ def _forget(state: MemberState, policy: Policy) -> None:
     oldest_score = newest // DAY_MS - SCORE_DAYS
     for day in [d for d in state.score if d <= oldest_score]:
         del state.score[day]
+    state.pruned = newest // DAY_MS
     mod = policy.moderation
     flood_from = newest - 2 * mod.flood_window * 1000
     for channel, messages in list(state.flood.items()):

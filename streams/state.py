@@ -74,6 +74,8 @@ class MemberState:
     # costs about 100; a lookup is a C-speed scan of a few kilobytes.
     seen: dict[int, bytearray] = field(default_factory=dict)
     received: int = 0
+    # The newest UTC day the score was pruned for (not stored; -1: not since loading).
+    pruned: int = field(default=-1, compare=False, repr=False)
 
     def remembers(self, digest: bytes) -> bool:
         """Whether an event id with this digest (:func:`event_digest`) was applied."""
@@ -88,6 +90,9 @@ class MemberState:
 
     def score_at(self, day: int) -> int:
         """The 30-day score on ``day``: points of days ``day - 29 .. day``."""
+        if day == self.newest // DAY_MS and self.pruned == day:
+            # Kept days are exactly the 30 up to the newest (the evaluator's hot path).
+            return sum(self.score.values())
         return sum(p for d, p in self.score.items() if day - 30 < d <= day)
 
 
