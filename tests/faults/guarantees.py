@@ -72,24 +72,19 @@ BOOKKEEPING = (":epoch:", ":offsets")
 def remembered(
     client: redis.Redis, prefix: str, wanted: Sequence[tuple[str, str, str]]
 ) -> set[int]:
-    """Which of (community, member_id, event_id) the members' engine states remember as
-    applied (their dedupe memory), by index in ``wanted``."""
-    from agents.writer import STATE_FIELD, decode_state
+    """Which of (community, member_id, event_id) the members' dedupe memories hold as
+    applied (by index in ``wanted``): the 8-byte digests, in hex, in one string per
+    member and receipt day."""
     from streams.keys import KeyLayout
-    from streams.state import MemberState, event_digest
+    from streams.state import event_digest
 
-    members = sorted({(c, m) for c, m, _ in wanted})
-    pipe = client.pipeline(transaction=False)
-    for community, member in members:
-        pipe.hget(KeyLayout(prefix, community).member(member), STATE_FIELD)
-    states: dict[tuple[str, str], MemberState | None] = {}
-    for key, raw in zip(members, pipe.execute(), strict=True):
-        states[key] = decode_state(raw) if raw else None
-    return {
-        i
-        for i, (c, m, e) in enumerate(wanted)
-        if (state := states[(c, m)]) is not None and state.remembers(event_digest(e))
-    }
+    held: dict[tuple[str, str], set[str]] = {}
+    for community, member in sorted({(c, m) for c, m, _ in wanted}):
+        # escape() leaves no glob character in a member's key.
+        pattern = f"{KeyLayout(prefix, community).member(member)}:ids:*"
+        text = "".join(str(client.get(key) or "") for key in client.scan_iter(match=pattern))
+        held[(community, member)] = {text[i : i + 16] for i in range(0, len(text), 16)}
+    return {i for i, (c, m, e) in enumerate(wanted) if event_digest(e).hex() in held[(c, m)]}
 
 
 def comparable(state: dict[str, Any]) -> dict[str, Any]:
