@@ -52,11 +52,14 @@ class TimedWriter:
         self.payload_bytes = 0
 
     async def load(
-        self, claims: Mapping[Any, Sequence[tuple[str, int]]], members: Sequence[Any]
+        self,
+        claims: Mapping[Any, Sequence[tuple[str, int]]],
+        members: Sequence[Any],
+        *args: Any,
     ) -> Any:
         started = time.perf_counter()
         try:
-            return await self._inner.load(claims, members)
+            return await self._inner.load(claims, members, *args)
         finally:
             self.load_seconds += time.perf_counter() - started
             self.loads += 1
