@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_BACKOFF = 5.0
+# Keys whose expiry a worker remembers having set, at most (then it starts over).
+EXPIRING_KEYS = 200_000
 # Records prepared between two hand-backs of the event loop (well under a millisecond).
 PREPARE_SLICE = 4
 
@@ -291,6 +293,9 @@ class ActivityProcessor:
         self._generation = 0
         # A day of remembered event ids lives in Redis one day past the retention.
         self._keep_ids = self._policy.retention.dedupe_seconds + 86400
+        # Keys whose expiry this worker has set (key -> epoch s); forgotten on a reset
+        # and on any Redis error, so a key Redis lost gets its expiry again.
+        self._expiring: dict[str, int] = {}
         # Held by the one retry loop that backs off from a Redis outage (see _retry).
         self._outage = asyncio.Lock()
 
@@ -317,6 +322,7 @@ class ActivityProcessor:
         self._cache.clear()
         self._fences.clear()
         self._advanced.clear()
+        self._expiring.clear()
         self._generation += 1
 
     @property
@@ -453,7 +459,18 @@ class ActivityProcessor:
                 if generation != self._generation:
                     raise StaleBatch("the engine state was reset while the batch was evaluated")
         payloads = []
+        expiring = self._expiring
+        if len(expiring) > EXPIRING_KEYS:
+            expiring.clear()
         for community, out in writes.items():
+            # A key's expiry is set once, not with every batch that writes it: the
+            # current boards and window buckets take most batches' writes.
+            expire = out.expire
+            for name in [k for k, at in expire.items() if expiring.get(k) == at]:
+                del expire[name]
+            for name, at in expire.items():
+                if name in out.zincr or name in out.hincr:
+                    expiring[name] = at
             recorded = {
                 f: (self._epoch(community, f), fence.offset, fence.stream_ms)
                 for f, fence in written[community].items()
@@ -810,6 +827,8 @@ class ActivityProcessor:
                     return await attempt()
                 except (redis.exceptions.RedisError, KafkaUnavailable) as exc:
                     errors.inc()
+                    if redis_side:
+                        self._expiring.clear()
                     if redis_side and not holding:
                         if self._outage.locked():
                             async with self._outage:
