@@ -219,6 +219,8 @@ def test_one_write_for_a_batch_leaves_the_same_state_as_one_write_per_event(
     )
     client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
     for key in client.scan_iter(match=f"{batched_prefix}:*"):
+        if ":ids:" in key:
+            continue  # a member's day of event ids lives a retention from its first write
         assert client.expiretime(key) == client.expiretime(
             key.replace(batched_prefix, one_by_one)
         ), key
