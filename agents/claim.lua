@@ -1,7 +1,7 @@
 -- Claim input partitions for a new owner in ONE community, and read what is recorded.
 -- KEYS[1]: the community's offsets hash. ARGV: field, epoch, field, epoch, ...
 -- A stored epoch older than the claimant's is replaced (its offset and stream time
--- kept); from then on the older owner's writes are refused (agents/writer.py).
+-- kept); from then on the older owner's writes are refused (write_batch.lua).
 -- Returns, per field, the stored "epoch offset stream_ms" after the claim.
 local out = {}
 for i = 1, #ARGV, 2 do

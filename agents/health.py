@@ -29,7 +29,7 @@ def _histogram(name: str, doc: str) -> HistogramMetricFamily:
     return HistogramMetricFamily(name, doc, labels=("community", "kind"))
 
 
-# The bounds threads.lua sorts first responses into (a test keeps the two equal).
+# The bounds write_batch.lua sorts first responses into (a test keeps the two equal).
 FIRST_RESPONSE_BOUNDS = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 604800)
 
 

@@ -1,13 +1,10 @@
 """Redis adapter of the engine: loads member states, claims partitions, writes batches.
 
-A batch is written in one MULTI/EXEC: per community, the flat list of commands the
-evaluator's effects add up to, behind a fence (the owner's epoch per input partition,
-checked on the WATCHed offsets hash just before). Plain commands, not a script: Redis
-parses them faster than a Lua interpreter decodes and runs the same list (measured:
-63 against 97 µs of Redis CPU per event). Only the first-response join, a read-then-
-write no worker owns, runs as a short script (``threads.lua``) inside the transaction.
-Loading the states a batch needs (and claiming the partitions of a community first
-touched) is one more round trip, for the batch's new members only.
+Every batch writes each community once: one ``EVALSHA`` of ``write_batch.lua`` with a
+flat list of commands the evaluator's effects add up to, behind a fence (the owner's
+epoch per input partition). All communities of a batch go in one pipeline: one round
+trip. Loading the states a batch needs (and claiming the partitions of a community
+first touched) is one more round trip, for the batch's new members only.
 """
 
 from __future__ import annotations
@@ -32,7 +29,7 @@ from streams.state import (
     to_record,
 )
 
-THREADS_LUA: Final = resources.files("agents").joinpath("threads.lua").read_text("utf-8")
+WRITE_LUA: Final = resources.files("agents").joinpath("write_batch.lua").read_text("utf-8")
 CLAIM_LUA: Final = resources.files("agents").joinpath("claim.lua").read_text("utf-8")
 # Members per variadic command (well inside Lua's stack limit for unpack()).
 CHUNK: Final = 500
@@ -173,8 +170,8 @@ def payload(
     now: float,
     keep_ids: int = 8 * 86400,
 ) -> bytes:
-    """What :meth:`StateWriter.write` sends for a community, as one JSON array:
-    fences (field -> epoch, offset, stream ms), commands and thread ops."""
+    """The argument of ``write_batch.lua``: fences (field -> epoch, offset, stream ms),
+    commands and thread ops, as one JSON array."""
     hist = {kind: writes.layout.first_response(kind) for kind in ("forum", "github")}
     threads = [
         [op, key, member, str(at), str(expire_at), hist[key.split(":thread:", 1)[1].split(":")[0]]]
@@ -195,12 +192,14 @@ class StateWriter:
     def __init__(self, client: aioredis.Redis, prefix: str) -> None:
         self._client: Any = client
         self._prefix = prefix
+        self._write_sha: str | None = None
         self._claim_sha: str | None = None
 
-    async def _claim_script(self) -> str:
-        if self._claim_sha is None:
+    async def _scripts(self) -> tuple[str, str]:
+        if self._write_sha is None or self._claim_sha is None:
+            self._write_sha = await self._client.script_load(WRITE_LUA)
             self._claim_sha = await self._client.script_load(CLAIM_LUA)
-        return self._claim_sha
+        return self._write_sha, self._claim_sha
 
     async def epochs(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """A new owner epoch per input partition (newer than any handed out before)."""
@@ -226,7 +225,7 @@ class StateWriter:
         if not claims and not members:
             return {}, []
         for attempt in range(2):
-            claim_sha = await self._claim_script()
+            _, claim_sha = await self._scripts()
             try:
                 async with self._client.pipeline(transaction=False) as pipe:
                     for layout, fields in claims.items():
@@ -241,7 +240,7 @@ class StateWriter:
             except redis.exceptions.NoScriptError:
                 if attempt:
                     raise
-                self._claim_sha = None
+                self._write_sha = self._claim_sha = None
         fences = {}
         for (layout, fields), stored in zip(claims.items(), replies, strict=False):
             fences[layout] = {
@@ -295,58 +294,31 @@ class StateWriter:
         return fences, states
 
     async def write(self, batches: Sequence[tuple[str, str, bytes]]) -> None:
-        """Write a batch: per (community, offsets key, payload), behind the fences, all
-        in one MULTI/EXEC.
-
-        The offsets hashes are WATCHed and read first: a stored epoch newer than the
-        writer's raises :class:`Fenced` (nothing is written); a community whose
-        recorded offsets already reach the batch's (the same write again, its reply
-        lost) is left out. A claim or write by anyone else between the read and EXEC
-        aborts the transaction, and the check runs again.
-        """
+        """Run ``write_batch.lua`` per (community, offsets key, payload), in one pipeline;
+        :class:`Fenced` when a newer owner refused one (the others are written)."""
         if not batches:
             return
-        parsed = [(c, key, orjson.loads(body)) for c, key, body in batches]
-        while True:
-            async with self._client.pipeline(transaction=True) as pipe:
-                await pipe.watch(*{key for _, key, _ in parsed})
-                todo = []
-                for community, key, (fences, commands, threads) in parsed:
-                    fields = [f[0] for f in fences]
-                    stored = await pipe.hmget(key, fields) if fields else []
-                    done = False
-                    for (field, epoch, offset, _), value in zip(fences, stored, strict=True):
-                        if value is None:
-                            continue
-                        now_epoch, now_offset, _ = value.split()
-                        if int(now_epoch) > int(epoch):
-                            await pipe.unwatch()
-                            raise Fenced(community, field, value)
-                        if offset != "-1" and int(now_offset) >= int(offset):
-                            done = True
-                    if not done:
-                        todo.append((key, fences, commands, threads))
-                if not todo:
-                    await pipe.unwatch()
-                    return
-                pipe.multi()
-                for key, fences, commands, threads in todo:
-                    for command in commands:
-                        pipe.execute_command(*command)
-                    recorded = {
-                        field: f"{epoch} {offset} {stream}"
-                        for field, epoch, offset, stream in fences
-                        if offset != "-1"
-                    }
-                    if recorded:
-                        pipe.hset(key, mapping=recorded)
-                    if threads:
-                        pipe.eval(THREADS_LUA, 1, key, orjson.dumps(threads))
-                try:
-                    await pipe.execute()
-                except redis.exceptions.WatchError:
-                    continue  # someone wrote a fence meanwhile: check again
-                return
+        for attempt in range(2):
+            write_sha, _ = await self._scripts()
+            try:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for _, offsets_key, body in batches:
+                        pipe.evalsha(write_sha, 1, offsets_key, body)
+                    replies = await pipe.execute()
+                break
+            except redis.exceptions.NoScriptError:
+                if attempt:
+                    raise
+                self._write_sha = self._claim_sha = None
+        refused = [
+            (community, reply)
+            for (community, _, _), reply in zip(batches, replies, strict=True)
+            if reply[0] == "fenced"
+        ]
+        if refused:
+            community, reply = refused[0]
+            written = [c for c, _, _ in batches if c not in {c for c, _ in refused}]
+            raise Fenced(community, reply[1], reply[2], written)
 
     async def due_members(self, layout: KeyLayout, until_ms: int) -> list[str]:
         """Members of a community whose segment downgrade is due by ``until_ms``."""

@@ -2,9 +2,9 @@
 output topics and the dead-letter topic. No servers, no ``Mock``.
 
 :class:`FakeWriter` keeps what ``agents/writer.py`` keeps in Redis, as plain dicts, and
-follows the writer where the tests depend on it: ``claim.lua`` (a newer epoch
+follows the two Lua scripts where the tests depend on them: ``claim.lua`` (a newer epoch
 replaces an older one, the recorded offset and stream time are kept) and
-the fenced write (refused when a stored epoch is newer, a no-op when the batch's
+``write_batch.lua`` (refused when a stored epoch is newer, a no-op when the batch's
 offsets are recorded already, else the commands, then the new offsets). It runs the
 commands the payload carries on a tiny in-memory keyspace; first-response thread ops are
 only collected.
@@ -206,7 +206,7 @@ class FakeWriter:
         return stored
 
     def _write(self, offsets_key: str, body: bytes) -> tuple[str, ...]:
-        """StateWriter.write for one community."""
+        """write_batch.lua."""
         fences, commands, threads = orjson.loads(body)
         offsets = self.hashes.setdefault(offsets_key, {})
         done = False

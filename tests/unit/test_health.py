@@ -7,7 +7,7 @@ from pathlib import Path
 
 from agents.health import FIRST_RESPONSE_BOUNDS, first_response_buckets
 
-LUA = Path(__file__).parents[2] / "agents" / "threads.lua"
+LUA = Path(__file__).parents[2] / "agents" / "write_batch.lua"
 
 
 def test_bounds_match_the_lua_script() -> None:

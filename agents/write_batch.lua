@@ -1,11 +1,41 @@
--- The first-response join of one batch in ONE community: the one community-wide
--- read-then-write the engine keeps in Redis (a thread is opened and answered by members
--- of different partitions, so no worker owns it). Run inside the batch's MULTI/EXEC
--- (agents/writer.py), after the batch's other writes.
+-- Apply one batch's writes for ONE community, atomically, if the writer still owns the
+-- input partitions they come from. The rules ran in the worker (streams/evaluator.py);
+-- this script only checks the fence and runs the commands it is given.
 --
--- KEYS[1]: the community's offsets hash (routes the call to the community's slot).
--- ARGV[1]: JSON {{op, thread key, member, at ms, expire at, histogram key}, ...}.
-local threads = cjson.decode(ARGV[1])
+-- KEYS[1]: the community's offsets hash (in the community's slot): per input partition
+-- ("topic|partition") "epoch offset stream_ms".
+-- ARGV[1]: one JSON array {fences, commands, threads} (agents/writer.py packs it):
+--   fences:   {{field, epoch, offset, stream_ms}, ...}. If a stored epoch is newer
+--             than the writer's, a newer owner has the partition: nothing is written.
+--             An offset of -1 checks without recording.
+--   commands: {{name, arg, ...}, ...}, every argument a string, run in order.
+--   threads:  {{op, thread key, member, at ms, expire at, histogram key}, ...}: the
+--             first-response join, the one community-wide read-then-write (a thread is
+--             opened and answered by members of different partitions).
+-- Returns {'ok'} (written now or before) or {'fenced', field, stored value}.
+local p = cjson.decode(ARGV[1])
+local fences, commands, threads = p[1], p[2], p[3]
+
+local done = false
+for _, f in ipairs(fences) do
+  local stored = redis.call('HGET', KEYS[1], f[1])
+  if stored then
+    local epoch, offset = string.match(stored, '^(%d+) (-?%d+)')
+    if tonumber(epoch) > tonumber(f[2]) then return {'fenced', f[1], stored} end
+    -- The same write again (its reply was lost and the writer retried): the call is
+    -- atomic, so one recorded offset at or past the batch's says it is all there.
+    if f[3] ~= '-1' and tonumber(offset) >= tonumber(f[3]) then done = true end
+  end
+end
+if done then return {'ok'} end
+
+for _, c in ipairs(commands) do redis.call(unpack(c)) end
+
+for _, f in ipairs(fences) do
+  if f[3] ~= '-1' then
+    redis.call('HSET', KEYS[1], f[1], f[2] .. ' ' .. f[3] .. ' ' .. f[4])
+  end
+end
 
 -- First-response histogram bounds, seconds (agents/health.py reads the same fields).
 local BOUNDS = {60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 604800}
@@ -61,4 +91,4 @@ for _, t in ipairs(threads) do
   local op, key, member, at, expire_at, hist = t[1], t[2], t[3], tonumber(t[4]), t[5], t[6]
   if op == 'open' then open(key, hist, member, at, expire_at) else reply(key, hist, member, at, expire_at) end
 end
-return 'ok'
+return {'ok'}
