@@ -197,7 +197,7 @@ class ActivityConsumer(Service):
                 except StaleBatch:
                     self._refetch = True
                     continue
-                # At most two batches in flight: the one before this one recorded (its Lua
+                # At most two batches in flight: the one before this one recorded (its write
                 # call done), and the one before that done (published and committed).
                 if recorded is not None:
                     await asyncio.shield(recorded)
@@ -230,7 +230,7 @@ class ActivityConsumer(Service):
         """Record the batch in Redis, then (after the batch before it is done) publish
         its outputs and commit its offsets.
 
-        Two batches overlap at most: this one's Lua call runs while the one before
+        Two batches overlap at most: this one's write runs while the one before
         publishes its outputs and commits.
         """
         try:

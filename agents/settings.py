@@ -477,7 +477,7 @@ class Settings:
 
     @property
     def policy(self) -> Policy:
-        """What the planner needs: scoring, retention, badges, segments, moderation."""
+        """What the evaluator needs: scoring, retention, badges, segments, moderation."""
         return Policy(self.points, self.retention, self.catalog, self.segments, self.moderation)
 
     @property
