@@ -37,10 +37,35 @@ START_TIMEOUT = 90.0
 STOP_TIMEOUT = 30.0
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports, none handed out before by this process.
+
+    The sockets are held open together while the ports are picked: one at a time, the
+    kernel may hand the same ephemeral port out twice (a broker's two listeners then
+    clash).
+    """
+    sockets: list[socket.socket] = []
+    try:
+        ports: list[int] = []
+        while len(ports) < count:
+            sock = socket.socket()
+            sockets.append(sock)
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+            if port not in _HANDED_OUT:
+                ports.append(port)
+        _HANDED_OUT.update(ports)
+        return ports
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
 
 
 def port_open(port: int) -> bool:
@@ -130,8 +155,7 @@ class KafkaBroker(ServerProcess):
             )
         self.root = root
         self.sasl = sasl
-        self.port = free_port()
-        self.controller_port = free_port()
+        self.port, self.controller_port = free_ports(2)
         self.data = root / "data"
         self.props = root / "server.properties"
         self.log4j = root / "log4j.properties"
