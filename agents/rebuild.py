@@ -379,7 +379,8 @@ def rebuild(
     if from_beginning and (members := active_workers(settings)):
         raise RebuildError(
             f"{members} worker(s) are consuming in group {settings.app_id!r}; stop them "
-            "before a full rebuild (a repair, without --from-beginning, can run alongside)"
+            "before a full rebuild (a repair, without --from-beginning, can run beside "
+            "idle workers)"
         )
     awards = NewAwardsOnly(settings, published_awards(settings)) if announce else None
     reader = TopicReader(settings, batch_size)
