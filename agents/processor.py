@@ -40,7 +40,7 @@ from streams.evaluator import advance, evaluate
 from streams.keys import KeyLayout, partition_field
 from streams.moderation import flag_message
 from streams.segments import change_message
-from streams.state import DAY_MS, MemberState
+from streams.state import DAY_MS, MemberState, dedupe_horizon
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -367,9 +367,7 @@ class ActivityProcessor:
         keep = self._policy.retention.dedupe_seconds
         wall = int(self._clock() * 1000)
         first, last = (min(received), max(received)) if received else (wall, wall)
-        days = (
-            range((first - keep * 1000) // DAY_MS - 1, last // DAY_MS + 1) if missing else range(0)
-        )
+        days = range(dedupe_horizon(first, keep) - 1, last // DAY_MS + 1) if missing else range(0)
         fences, states = await self._retry(
             lambda: self._writer.load(
                 claims, [(self.layout(c), m) for c, m in missing], days, keep

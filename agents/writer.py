@@ -9,7 +9,7 @@ first touched) is one more round trip, for the batch's new members only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final
@@ -24,6 +24,7 @@ from streams.state import (
     DAY_MS,
     MemberState,
     StateVersionError,
+    dedupe_horizon,
     from_record,
     restore_seen,
     to_record,
@@ -201,6 +202,23 @@ class StateWriter:
             self._claim_sha = await self._client.script_load(CLAIM_LUA)
         return self._write_sha, self._claim_sha
 
+    async def _run(self, queue: Callable[[Any, str, str], None]) -> list[Any]:
+        """One pipeline that ``queue(pipe, write_sha, claim_sha)`` fills; its replies.
+        Redis forgot the scripts (a restart, SCRIPT FLUSH): load them and run it again
+        once (an unknown script runs nothing)."""
+        for attempt in range(2):
+            write_sha, claim_sha = await self._scripts()
+            try:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    queue(pipe, write_sha, claim_sha)
+                    replies: list[Any] = await pipe.execute()
+                    return replies
+            except redis.exceptions.NoScriptError:
+                if attempt:
+                    raise
+                self._write_sha = self._claim_sha = None
+        raise AssertionError("unreachable")  # pragma: no cover
+
     async def epochs(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """A new owner epoch per input partition (newer than any handed out before)."""
         if not partitions:
@@ -224,23 +242,17 @@ class StateWriter:
         reads."""
         if not claims and not members:
             return {}, []
-        for attempt in range(2):
-            _, claim_sha = await self._scripts()
-            try:
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for layout, fields in claims.items():
-                        args = [x for field, epoch in fields for x in (field, str(epoch))]
-                        pipe.evalsha(claim_sha, 1, layout.offsets(), *args)
-                    for layout, member in members:
-                        pipe.hmget(layout.member(member), STATE_FIELD, "first_seen")
-                        if days:
-                            pipe.mget([layout.member_ids(member, d) for d in days])
-                    replies = await pipe.execute()
-                break
-            except redis.exceptions.NoScriptError:
-                if attempt:
-                    raise
-                self._write_sha = self._claim_sha = None
+
+        def queue(pipe: Any, _: str, claim_sha: str) -> None:
+            for layout, fields in claims.items():
+                args = [x for field, epoch in fields for x in (field, str(epoch))]
+                pipe.evalsha(claim_sha, 1, layout.offsets(), *args)
+            for layout, member in members:
+                pipe.hmget(layout.member(member), STATE_FIELD, "first_seen")
+                if days:
+                    pipe.mget([layout.member_ids(member, d) for d in days])
+
+        replies = await self._run(queue)
         fences = {}
         for (layout, fields), stored in zip(claims.items(), replies, strict=False):
             fences[layout] = {
@@ -273,7 +285,7 @@ class StateWriter:
                 else {}
             )
             needed = range(
-                (state.received - retention_seconds * 1000) // DAY_MS - 1,
+                dedupe_horizon(state.received, retention_seconds) - 1,
                 state.received // DAY_MS + 1,
             )
             if state.received and (lacking := [d for d in needed if d not in days]):
@@ -298,18 +310,12 @@ class StateWriter:
         :class:`Fenced` when a newer owner refused one (the others are written)."""
         if not batches:
             return
-        for attempt in range(2):
-            write_sha, _ = await self._scripts()
-            try:
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for _, offsets_key, body in batches:
-                        pipe.evalsha(write_sha, 1, offsets_key, body)
-                    replies = await pipe.execute()
-                break
-            except redis.exceptions.NoScriptError:
-                if attempt:
-                    raise
-                self._write_sha = self._claim_sha = None
+
+        def queue(pipe: Any, write_sha: str, _: str) -> None:
+            for _community, offsets_key, body in batches:
+                pipe.evalsha(write_sha, 1, offsets_key, body)
+
+        replies = await self._run(queue)
         refused = [
             (community, reply)
             for (community, _, _), reply in zip(batches, replies, strict=True)

@@ -70,26 +70,3 @@ class CommunityWrites:
         self.counts_key = layout.counts()
         self.sources_key = layout.counts_by_source()
         self.days_key = layout.events_by_day()
-
-    def z(self, key: str, member: str, amount: int) -> None:
-        board = self.zincr.get(key)
-        if board is None:
-            board = self.zincr[key] = {}
-        board[member] = board.get(member, 0) + amount
-
-    def h(self, key: str, name: str, amount: int) -> None:
-        table = self.hincr.get(key)
-        if table is None:
-            table = self.hincr[key] = {}
-        table[name] = table.get(name, 0) + amount
-
-    def expires(self, key: str, at: int) -> None:
-        if self.expire.get(key, 0) < at:
-            self.expire[key] = at
-
-    def applied(self) -> int:
-        return sum(1 for c in self.codes if c == APPLIED)
-
-    def empty(self) -> bool:
-        """Whether the batch changes nothing in this community."""
-        return not (self.members or self.hincr or self.zincr or self.threads)

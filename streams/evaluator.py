@@ -34,7 +34,7 @@ from streams.moderation import content_hash, flag_id
 from streams.periods import CHANNEL_PERIODS, PERIODS, period_bucket
 from streams.policy import Policy, Retention
 from streams.segments import SCORE_DAYS, SEGMENTS, SegmentPolicy, change_id
-from streams.state import DAY_MS, MemberState, event_digest
+from streams.state import DAY_MS, MemberState, dedupe_horizon, event_digest
 from streams.windows import GRANULARITIES
 
 DAY_SECONDS: Final = 86400
@@ -93,7 +93,7 @@ def evaluate(
         batch += digest
     if receipt > state.received:
         state.received = receipt
-        horizon = (receipt - policy.retention.dedupe_seconds * 1000) // DAY_MS
+        horizon = dedupe_horizon(receipt, policy.retention.dedupe_seconds)
         for old in [d for d in state.seen if d < horizon]:
             del state.seen[old]
     out.members[member] = state
@@ -255,8 +255,8 @@ def _attributes(
     if activity.type == "feedback.submitted":
         rating = attributes.get("rating")
         if isinstance(rating, int) and not isinstance(rating, bool):
-            out.h(layout.feedback_by_day(), f"{day}:sum", rating)
-            out.h(layout.feedback_by_day(), f"{day}:n", 1)
+            _add(out.hincr, layout.feedback_by_day(), f"{day}:sum", rating)
+            _add(out.hincr, layout.feedback_by_day(), f"{day}:n", 1)
     thread = attributes.get("thread_id")
     if isinstance(thread, str | int) and not isinstance(thread, bool):
         expire_at = int(activity.occurred_at) + retention.thread_seconds

@@ -96,10 +96,16 @@ class MemberState:
         return sum(p for d, p in self.score.items() if day - 30 < d <= day)
 
 
+def dedupe_horizon(received: int, retention_seconds: int) -> int:
+    """The oldest UTC receipt day whose event ids are still remembered when the newest
+    record was received at ``received`` (ms)."""
+    return (received - retention_seconds * 1000) // DAY_MS
+
+
 def restore_seen(state: MemberState, days: dict[int, str], retention_seconds: int) -> None:
     """Give a loaded state its remembered event ids: per UTC day, the digests as hex
     (as the shell stores them), forgetting days the retention has passed."""
-    horizon = (state.received - retention_seconds * 1000) // DAY_MS
+    horizon = dedupe_horizon(state.received, retention_seconds)
     state.seen = {d: bytearray.fromhex(text) for d, text in sorted(days.items()) if d >= horizon}
 
 
