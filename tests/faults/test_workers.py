@@ -105,7 +105,9 @@ def test_a_zombie_paused_across_a_rebalance_writes_nothing_when_it_wakes(lab: La
     import signal
 
     zombie = lab.start_worker()
-    feed = lab.feed(make_stream(6000, seed=11, now=time.time()), seconds=30)
+    # A backlog, so that the worker is paused in the middle of a batch (an idle one
+    # would rejoin the group before it writes anything).
+    lab.send(make_stream(20000, seed=11, now=time.time()))
     wait_for(
         lambda: metric_value(zombie.metrics(), "pulse_events_processed_total") > 300,
         60,
@@ -132,7 +134,7 @@ def test_a_zombie_paused_across_a_rebalance_writes_nothing_when_it_wakes(lab: La
         "the woken worker's write to be refused",
     )
     assert "batch refused" in zombie.log()
-    feed.join()
+    lab.wait_caught_up()
     verdict = check_guarantees(lab)  # equal to a single clean pass over the same input
     print(verdict)
     assert zombie.alive()
