@@ -104,10 +104,10 @@ def test_a_zombie_paused_across_a_rebalance_writes_nothing_when_it_wakes(lab: La
     then SIGCONT it: its late writes carry an old owner epoch and are refused."""
     import signal
 
-    zombie = lab.start_worker()
-    # A backlog, so that the worker is paused in the middle of a batch (an idle one
-    # would rejoin the group before it writes anything).
+    # A backlog before the worker starts, so that it is paused in the middle of a batch
+    # (an idle one would rejoin the group before it writes anything).
     lab.send(make_stream(20000, seed=11, now=time.time()))
+    zombie = lab.start_worker()
     wait_for(
         lambda: metric_value(zombie.metrics(), "pulse_events_processed_total") > 300,
         60,
