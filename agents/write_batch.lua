@@ -4,17 +4,23 @@
 --
 -- KEYS[1]: the community's offsets hash (in the community's slot): per input partition
 -- ("topic|partition") "epoch offset stream_ms".
--- ARGV[1]: one JSON array {fences, commands, threads} (agents/writer.py packs it):
+-- ARGV[1]: one JSON array {fences, zincr, hincr, hsets, commands, threads} (packed by
+-- agents/writer.py):
 --   fences:   {{field, epoch, offset, stream_ms}, ...}. If a stored epoch is newer
 --             than the writer's, a newer owner has the partition: nothing is written.
 --             An offset of -1 checks without recording.
+--   zincr, hincr: {{{key, ...}, {name, amount, name, amount, ...}}, ...}: each amount
+--             goes to every key of its group (ZINCRBY key amount name; HINCRBY key
+--             name amount).
+--   hsets:    {{key, field, i, field, value, ...}, ...}: HSET with the value of the
+--             first field in ARGV[i] (a JSON document, passed as it is: never decoded).
 --   commands: {{name, arg, ...}, ...}, every argument a string, run in order.
 --   threads:  {{op, thread key, member, at ms, expire at, histogram key}, ...}: the
 --             first-response join, the one community-wide read-then-write (a thread is
 --             opened and answered by members of different partitions).
 -- Returns {'ok'} (written now or before) or {'fenced', field, stored value}.
 local p = cjson.decode(ARGV[1])
-local fences, commands, threads = p[1], p[2], p[3]
+local fences, zincr, hincr, hsets, commands, threads = p[1], p[2], p[3], p[4], p[5], p[6]
 
 local done = false
 for _, f in ipairs(fences) do
@@ -29,6 +35,19 @@ for _, f in ipairs(fences) do
 end
 if done then return {'ok'} end
 
+for _, g in ipairs(zincr) do
+  local items = g[2]
+  for _, key in ipairs(g[1]) do
+    for j = 1, #items, 2 do redis.call('ZINCRBY', key, items[j + 1], items[j]) end
+  end
+end
+for _, g in ipairs(hincr) do
+  local items = g[2]
+  for _, key in ipairs(g[1]) do
+    for j = 1, #items, 2 do redis.call('HINCRBY', key, items[j], items[j + 1]) end
+  end
+end
+for _, h in ipairs(hsets) do redis.call('HSET', h[1], h[2], ARGV[h[3]], unpack(h, 4)) end
 for _, c in ipairs(commands) do redis.call(unpack(c)) end
 
 for _, f in ipairs(fences) do

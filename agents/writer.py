@@ -80,31 +80,75 @@ def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
         yield items[start : start + size]
 
 
-def commands(writes: CommunityWrites, now: float, keep_ids: int = 8 * 86400) -> list[list[str]]:
-    """The Redis commands of one community's batch, every argument a string.
+def _pairs(amounts: dict[str, int]) -> list[str | int]:
+    """``{name: amount}`` as ``[name, amount, name, amount, ...]``."""
+    return [x for item in amounts.items() for x in item]
 
-    ``now`` (epoch seconds, the shell's clock) only leaves out keys that Redis would
-    expire at once: an old event replayed long after its buckets' retention. A
-    member's day of remembered event ids lives ``keep_ids`` seconds from its first
-    write (the evaluator forgets it by the records' timestamps; this only bounds memory).
+
+def _live(keys: Iterable[str], expire: Mapping[str, int], now: float) -> list[str]:
+    """The keys Redis would not expire at once (an old event replayed long after its
+    buckets' retention would write keys that are gone as soon as they are written)."""
+    return [k for k in keys if expire.get(k, now + 1) > now]
+
+
+def payload(
+    writes: CommunityWrites,
+    fences: Mapping[str, tuple[int, int, int]],
+    now: float,
+    keep_ids: int = 8 * 86400,
+) -> list[bytes]:
+    """The arguments of ``write_batch.lua`` for one community's batch.
+
+    The first is one JSON array: fences (field -> epoch, offset, stream ms), the
+    sorted-set and hash increments as groups (keys that take the same amounts, then
+    ``name, amount`` pairs), the hash writes whose value is a JSON document of its own
+    (member states, award, flag and segment-change records: they follow as further
+    arguments, so the script does not decode them), the other commands and the thread
+    ops. ``now`` (epoch seconds, the shell's clock) only leaves out keys that Redis
+    would expire at once. A member's day of remembered event ids lives ``keep_ids``
+    seconds from its first write (the evaluator forgets it by the records' timestamps;
+    this only bounds memory).
     """
     layout = writes.layout
-    out: list[list[str]] = []
     expire = writes.expire
-    for key, board in writes.zincr.items():
-        if expire.get(key, now + 1) <= now:
-            continue
-        for member, amount in board.items():
-            out.append(["ZINCRBY", key, str(amount), member])
-    for key, table in writes.hincr.items():
-        if expire.get(key, now + 1) <= now:
-            continue
-        for name, amount in table.items():
-            out.append(["HINCRBY", key, name, str(amount)])
+    blobs: list[bytes] = []
+
+    def blob(value: bytes) -> int:
+        blobs.append(value)
+        return len(blobs) + 1  # its index in ARGV (1-based, after the JSON)
+
+    zgroups: list[list[Any]] = []
+    hgroups: list[list[Any]] = []
+    for spreads, groups in ((writes.boards, zgroups), (writes.windows, hgroups)):
+        for spread in spreads.values():
+            if spread.amounts and (keys := _live(spread.keys, expire, now)):
+                groups.append([keys, _pairs(spread.amounts)])
+    if writes.tally:
+        counts: dict[str, int] = {}
+        sources: dict[str, int] = {}
+        days: dict[str, int] = {}
+        for (kind, source, day), n in writes.tally.items():
+            counts[kind] = counts.get(kind, 0) + n
+            name = f"{kind}|{source}"
+            sources[name] = sources.get(name, 0) + n
+            name = str(day)
+            days[name] = days.get(name, 0) + n
+        for key, amounts in (
+            (writes.counts_key, counts),
+            (writes.sources_key, sources),
+            (writes.days_key, days),
+        ):
+            hgroups.append([[key], _pairs(amounts)])
+    for table, groups in ((writes.zextra, zgroups), (writes.hextra, hgroups)):
+        for key, amounts in table.items():
+            if expire.get(key, now + 1) > now:
+                groups.append([[key], _pairs(amounts)])
+    hsets: list[list[Any]] = []
+    out: list[list[str]] = []
     firsts: list[str] = []
     lasts: list[str] = []
     for member, state in writes.members.items():
-        fields = [STATE_FIELD, encode_state(state).decode()]
+        fields: list[Any] = [layout.member(member), STATE_FIELD, blob(encode_state(state))]
         if state.events:
             firsts.extend((str(state.first_seen), member))
             lasts.extend((str(state.last_seen), member))
@@ -117,15 +161,15 @@ def commands(writes: CommunityWrites, now: float, keep_ids: int = 8 * 86400) -> 
             ]  # fmt: skip
             for kind, count in state.by_type.items():
                 fields += [f"type:{kind}", str(count)]
-        out.append(["HSET", layout.member(member), *fields])
+        hsets.append(fields)
     for member, by_day in writes.ids.items():
         for day, digests in by_day.items():
             key = layout.member_ids(member, day)
             out.append(["APPEND", key, digests.hex()])
             if (member, day) in writes.new_ids:
                 out.append(["EXPIRE", key, str(keep_ids)])
-    for member, days in writes.active_days.items():
-        out.append(["SADD", layout.member_days(member), *map(str, sorted(days))])
+    for member, active in writes.active_days.items():
+        out.append(["SADD", layout.member_days(member), *map(str, sorted(active))])
     for head, items in (
         (["ZADD", layout.members_first_seen(), "LT"], firsts),
         (["ZADD", layout.members_last_seen(), "GT"], lasts),
@@ -136,19 +180,19 @@ def commands(writes: CommunityWrites, now: float, keep_ids: int = 8 * 86400) -> 
         at, member = str(record["at_ms"]), record["member_id"]
         name = f"{record['badge']}:{record['tier']}" if record["tier"] else record["badge"]
         out.append(["HSET", layout.member_badges(member), name, at])
-        out.append(["HSET", layout.awards(), identity, orjson.dumps(record).decode()])
+        hsets.append([layout.awards(), identity, blob(orjson.dumps(record))])
         out.append(["ZADD", layout.awards_by_time(), at, identity])
         out.append(["ZADD", layout.award_outbox(), at, identity])
         out.append(["HINCRBY", layout.award_counts(), name, "1"])
     for identity, record in writes.flags:
-        out.append(["HSET", layout.flags(), identity, orjson.dumps(record).decode()])
+        hsets.append([layout.flags(), identity, blob(orjson.dumps(record))])
         out.append(["ZADD", layout.flag_outbox(), str(record["end_ms"]), identity])
         out.append(["HINCRBY", layout.moderation_counts(), record["rule"], "1"])
     for key, ids in writes.bursts.items():
         out.append(["RPUSH", key, *ids])
     for identity, record in writes.changes:
         at, member = str(record["at_ms"]), record["member_id"]
-        out.append(["HSET", layout.segment_changes(), identity, orjson.dumps(record).decode()])
+        hsets.append([layout.segment_changes(), identity, blob(orjson.dumps(record))])
         out.append(["ZADD", layout.segment_outbox(), at, identity])
         if record["from"] != "beginner":
             out.append(["ZREM", layout.segment_index(record["from"]), member])
@@ -159,32 +203,46 @@ def commands(writes: CommunityWrites, now: float, keep_ids: int = 8 * 86400) -> 
             out.append(["ZADD", layout.segment_due(), str(due), member])
         else:
             out.append(["ZREM", layout.segment_due(), member])
+    incremented = writes.incremented()
     for key, expire_at in expire.items():
-        if expire_at > now and (key in writes.zincr or key in writes.hincr):
+        if expire_at > now and key in incremented:
             out.append(["EXPIREAT", key, str(expire_at)])
-    return out
-
-
-def payload(
-    writes: CommunityWrites,
-    fences: Mapping[str, tuple[int, int, int]],
-    now: float,
-    keep_ids: int = 8 * 86400,
-) -> bytes:
-    """The argument of ``write_batch.lua``: fences (field -> epoch, offset, stream ms),
-    commands and thread ops, as one JSON array."""
-    hist = {kind: writes.layout.first_response(kind) for kind in ("forum", "github")}
+    hist = {kind: layout.first_response(kind) for kind in ("forum", "github")}
     threads = [
         [op, key, member, str(at), str(expire_at), hist[key.split(":thread:", 1)[1].split(":")[0]]]
         for op, key, member, at, expire_at in writes.threads
     ]
-    return orjson.dumps(
+    header = orjson.dumps(
         [
             [[f, str(e), str(o), str(s)] for f, (e, o, s) in fences.items()],
-            commands(writes, now, keep_ids),
+            zgroups,
+            hgroups,
+            hsets,
+            out,
             threads,
         ]
     )
+    return [header, *blobs]
+
+
+def commands(argv: Sequence[bytes]) -> tuple[list[list[str]], list[list[str]], list[list[str]]]:
+    """A payload read back as ``write_batch.lua`` reads it: (fences, the commands it
+    runs in order, thread ops). For the unit tests' in-memory Redis and for reading
+    what a batch writes."""
+    fences, zgroups, hgroups, hsets, out, threads = orjson.loads(argv[0])
+    run: list[list[str]] = []
+    for keys, pairs in zgroups:
+        for key in keys:
+            for j in range(0, len(pairs), 2):
+                run.append(["ZINCRBY", key, str(pairs[j + 1]), pairs[j]])
+    for keys, pairs in hgroups:
+        for key in keys:
+            for j in range(0, len(pairs), 2):
+                run.append(["HINCRBY", key, pairs[j], str(pairs[j + 1])])
+    for key, name, index, *rest in hsets:
+        run.append(["HSET", key, name, argv[index - 1].decode(), *rest])
+    run.extend(out)
+    return fences, run, threads
 
 
 class StateWriter:
@@ -305,15 +363,15 @@ class StateWriter:
                 restore_seen(loaded, got, retention_seconds)
         return fences, states
 
-    async def write(self, batches: Sequence[tuple[str, str, bytes]]) -> None:
+    async def write(self, batches: Sequence[tuple[str, str, Sequence[bytes]]]) -> None:
         """Run ``write_batch.lua`` per (community, offsets key, payload), in one pipeline;
         :class:`Fenced` when a newer owner refused one (the others are written)."""
         if not batches:
             return
 
         def queue(pipe: Any, write_sha: str, _: str) -> None:
-            for _community, offsets_key, body in batches:
-                pipe.evalsha(write_sha, 1, offsets_key, body)
+            for _community, offsets_key, argv in batches:
+                pipe.evalsha(write_sha, 1, offsets_key, *argv)
 
         replies = await self._run(queue)
         refused = [

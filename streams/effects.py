@@ -23,13 +23,37 @@ MODERATED: Final = 2
 
 
 @dataclass(slots=True)
+class Spread:
+    """Amounts that go to each of several keys alike: an event's points go to every
+    leaderboard of its day and channel, and to the window buckets of its minute.
+
+    Kept per key set rather than per key, so that an event costs one addition instead
+    of one per key; the shell writes the amounts to each key.
+    """
+
+    keys: tuple[str, ...]
+    # The earliest expiry (epoch s) among the keys: an event whose stream time is
+    # before it is late for none of them.
+    first_expiry: float
+    # Member (leaderboards: sorted-set member; windows: hash field) -> amount.
+    amounts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class CommunityWrites:
     """Everything one batch changes in one community (one Redis slot)."""
 
     layout: KeyLayout
-    # Sorted-set and hash increments: key -> member/field -> amount.
-    zincr: dict[str, dict[str, int]] = field(default_factory=dict)
-    hincr: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Leaderboard and window increments, per key set (see :class:`Spread`): per
+    # (UTC day, channel) and per minute.
+    boards: dict[tuple[int, str | None], Spread] = field(default_factory=dict)
+    windows: dict[int, Spread] = field(default_factory=dict)
+    # Events counted per (type, source, UTC day): the community's counters.
+    tally: dict[tuple[str, str, int], int] = field(default_factory=dict)
+    # Other sorted-set and hash increments, per key: key -> member/field -> amount
+    # (and the buckets of a late event, whose key set is cut).
+    zextra: dict[str, dict[str, int]] = field(default_factory=dict)
+    hextra: dict[str, dict[str, int]] = field(default_factory=dict)
     # Keys that expire: key -> epoch seconds (only those written get an EXPIREAT).
     expire: dict[str, int] = field(default_factory=dict)
     # Members whose state changed: member_id -> state (the cache's object, written as
@@ -56,11 +80,6 @@ class CommunityWrites:
     activities: list[Activity] = field(default_factory=list)
     codes: list[int] = field(default_factory=list)
     late: list[bool] = field(default_factory=list)
-    # The evaluator's lookups that recur within a batch (not written).
-    boards: dict[tuple[int, str | None], tuple[tuple[str, int], ...]] = field(
-        default_factory=dict, repr=False
-    )
-    windows: dict[int, tuple[tuple[str, int], ...]] = field(default_factory=dict, repr=False)
     counts_key: str = field(init=False, repr=False)
     sources_key: str = field(init=False, repr=False)
     days_key: str = field(init=False, repr=False)
@@ -70,3 +89,50 @@ class CommunityWrites:
         self.counts_key = layout.counts()
         self.sources_key = layout.counts_by_source()
         self.days_key = layout.events_by_day()
+
+    @property
+    def zincr(self) -> dict[str, dict[str, int]]:
+        """Every sorted-set increment, added up per key and member."""
+        total: dict[str, dict[str, int]] = {}
+        for spread in self.boards.values():
+            for key in spread.keys if spread.amounts else ():
+                _merge(total, key, spread.amounts)
+        for key, amounts in self.zextra.items():
+            _merge(total, key, amounts)
+        return total
+
+    @property
+    def hincr(self) -> dict[str, dict[str, int]]:
+        """Every hash increment, added up per key and field."""
+        total: dict[str, dict[str, int]] = {}
+        for spread in self.windows.values():
+            for key in spread.keys if spread.amounts else ():
+                _merge(total, key, spread.amounts)
+        for (kind, source, day), count in self.tally.items():
+            _merge(total, self.counts_key, {kind: count})
+            _merge(total, self.sources_key, {f"{kind}|{source}": count})
+            _merge(total, self.days_key, {str(day): count})
+        for key, amounts in self.hextra.items():
+            _merge(total, key, amounts)
+        return total
+
+    def incremented(self) -> set[str]:
+        """The keys some increment goes to."""
+        keys = {
+            key
+            for spreads in (self.boards, self.windows)
+            for spread in spreads.values()
+            if spread.amounts
+            for key in spread.keys
+        }
+        if self.tally:
+            keys.update((self.counts_key, self.sources_key, self.days_key))
+        keys.update(self.zextra)
+        keys.update(self.hextra)
+        return keys
+
+
+def _merge(total: dict[str, dict[str, int]], key: str, amounts: dict[str, int]) -> None:
+    row = total.setdefault(key, {})
+    for name, amount in amounts.items():
+        row[name] = row.get(name, 0) + amount

@@ -28,7 +28,7 @@ from typing import Final
 
 from streams.activity import Activity
 from streams.badges import Badge, award_id
-from streams.effects import APPLIED, DUPLICATE, MODERATED, CommunityWrites
+from streams.effects import APPLIED, DUPLICATE, MODERATED, CommunityWrites, Spread
 from streams.keys import escape
 from streams.moderation import content_hash, flag_id
 from streams.periods import CHANNEL_PERIODS, PERIODS, period_bucket
@@ -147,43 +147,40 @@ def _forget(state: MemberState, policy: Policy) -> None:
 # -- scoring, leaderboards, windows, community counters ----------------------------------
 
 
-def _boards(
-    out: CommunityWrites, day: int, channel: str | None, retention: Retention
-) -> tuple[tuple[str, int], ...]:
-    """The leaderboards an event of ``day`` (and channel) moves: (key, expire at; 0
-    for never), looked up once per batch."""
-    cached = out.boards.get((day, channel))
-    if cached is not None:
-        return cached
+def _boards(out: CommunityWrites, day: int, channel: str | None, retention: Retention) -> Spread:
+    """The leaderboards an event of ``day`` (and channel) moves, made once per batch;
+    their expiries go to ``out.expire`` (the all-time boards never expire)."""
     layout = out.layout
-    boards: list[tuple[str, int]] = []
+    keys: list[str] = []
+    first = float("inf")
     for period in PERIODS:
         bucket = period_bucket(period, day * DAY_SECONDS)
-        expire_at = 0 if bucket.end is None else int(bucket.end) + retention.for_period(period)
-        boards.append((layout.leaderboard(period, bucket.label), expire_at))
+        boards = [layout.leaderboard(period, bucket.label)]
         if channel is not None and period in CHANNEL_PERIODS:
-            boards.append((layout.leaderboard(period, bucket.label, channel), expire_at))
-    for key, expire_at in boards:
-        if expire_at:
-            out.expire[key] = expire_at
-    cached = out.boards[(day, channel)] = tuple(boards)
-    return cached
+            boards.append(layout.leaderboard(period, bucket.label, channel))
+        keys += boards
+        if bucket.end is not None:
+            expire_at = int(bucket.end) + retention.for_period(period)
+            first = min(first, expire_at)
+            for key in boards:
+                out.expire[key] = expire_at
+    spread = out.boards[(day, channel)] = Spread(tuple(keys), first)
+    return spread
 
 
-def _windows(out: CommunityWrites, minute: int, keep: int) -> tuple[tuple[str, int], ...]:
-    """The window buckets (minute, hour, day) of an event in ``minute``: (key, expire
-    at), looked up once per batch."""
-    cached = out.windows.get(minute)
-    if cached is None:
-        ts = minute * 60
-        buckets = []
-        for name, granularity in GRANULARITIES.items():
-            index = ts // granularity
-            key = out.layout.window(name, index)
-            expire_at = out.expire[key] = (index + 1) * granularity + keep
-            buckets.append((key, expire_at))
-        cached = out.windows[minute] = tuple(buckets)
-    return cached
+def _windows(out: CommunityWrites, minute: int, keep: int) -> Spread:
+    """The window buckets (minute, hour, day) of an event in ``minute``, made once per
+    batch; their expiries go to ``out.expire``."""
+    ts = minute * 60
+    keys = []
+    for name, granularity in GRANULARITIES.items():
+        index = ts // granularity
+        key = out.layout.window(name, index)
+        out.expire[key] = (index + 1) * granularity + keep
+        keys.append(key)
+    first = min(out.expire[k] for k in keys)
+    spread = out.windows[minute] = Spread(tuple(keys), first)
+    return spread
 
 
 def _add(table: dict[str, dict[str, int]], key: str, name: str, amount: int) -> None:
@@ -192,6 +189,26 @@ def _add(table: dict[str, dict[str, int]], key: str, name: str, amount: int) -> 
         table[key] = {name: amount}
     else:
         row[name] = row.get(name, 0) + amount
+
+
+def _late(
+    out: CommunityWrites,
+    table: dict[str, dict[str, int]],
+    spread: Spread,
+    member: str,
+    amount: int,
+    stream_time: float,
+) -> bool:
+    """Add ``amount`` to the keys of ``spread`` that are not past their retention;
+    returns whether some key was (the event is late for it)."""
+    late = False
+    for key in spread.keys:
+        expire_at = out.expire.get(key, 0)
+        if expire_at and expire_at <= stream_time:
+            late = True
+        else:
+            _add(table, key, member, amount)
+    return late
 
 
 def _score(
@@ -218,21 +235,27 @@ def _score(
     if day != state.last_day:
         out.active_days.setdefault(member, set()).add(day)
         state.last_day = max(state.last_day, day)
-    hincr, zincr = out.hincr, out.zincr
-    _add(hincr, out.counts_key, kind, 1)
-    _add(hincr, out.sources_key, f"{kind}|{activity.source}", 1)
-    _add(hincr, out.days_key, str(day), 1)
+    tally = out.tally
+    counted = (kind, activity.source, day)
+    tally[counted] = tally.get(counted, 0) + 1
     late = False
-    for key, expire_at in _boards(out, day, activity.channel, policy.retention):
-        if expire_at and expire_at <= stream_time:
-            late = True
-        else:
-            _add(zincr, key, member, -earned)
-    for key, expire_at in _windows(out, at // 60_000, policy.retention.window_seconds):
-        if expire_at <= stream_time:
-            late = True
-        else:
-            _add(hincr, key, member, earned)
+    boards = out.boards.get((day, activity.channel))
+    if boards is None:
+        boards = _boards(out, day, activity.channel, policy.retention)
+    if stream_time < boards.first_expiry:
+        amounts = boards.amounts
+        amounts[member] = amounts.get(member, 0) - earned
+    else:
+        late = _late(out, out.zextra, boards, member, -earned, stream_time) or late
+    minute = at // 60_000
+    windows = out.windows.get(minute)
+    if windows is None:
+        windows = _windows(out, minute, policy.retention.window_seconds)
+    if stream_time < windows.first_expiry:
+        amounts = windows.amounts
+        amounts[member] = amounts.get(member, 0) + earned
+    else:
+        late = _late(out, out.hextra, windows, member, earned, stream_time) or late
     if earned and day > state.newest // DAY_MS - SCORE_DAYS:
         state.score[day] = state.score.get(day, 0) + earned
         _judge(state, member, at, day, policy.segments, out)
@@ -255,8 +278,8 @@ def _attributes(
     if activity.type == "feedback.submitted":
         rating = attributes.get("rating")
         if isinstance(rating, int) and not isinstance(rating, bool):
-            _add(out.hincr, layout.feedback_by_day(), f"{day}:sum", rating)
-            _add(out.hincr, layout.feedback_by_day(), f"{day}:n", 1)
+            _add(out.hextra, layout.feedback_by_day(), f"{day}:sum", rating)
+            _add(out.hextra, layout.feedback_by_day(), f"{day}:n", 1)
     thread = attributes.get("thread_id")
     if isinstance(thread, str | int) and not isinstance(thread, bool):
         expire_at = int(activity.occurred_at) + retention.thread_seconds

@@ -24,6 +24,7 @@ import redis
 
 from agents.processor import DeadLetter
 from agents.writer import STATE_FIELD, Fence, Fenced, decode_state
+from agents.writer import commands as read_payload
 from streams.keys import KeyLayout
 from streams.state import MemberState, restore_seen
 
@@ -98,7 +99,7 @@ class FakeWriter:
             self.state(layout, member, None, retention_seconds) for layout, member in members
         ]
 
-    async def write(self, batches: Sequence[tuple[str, str, bytes]]) -> None:
+    async def write(self, batches: Sequence[tuple[str, str, Sequence[bytes]]]) -> None:
         if not batches:
             return  # as StateWriter: no round trip
         self.calls += 1
@@ -205,9 +206,9 @@ class FakeWriter:
         assert stored is not None  # noqa: S101 - for mypy's sake
         return stored
 
-    def _write(self, offsets_key: str, body: bytes) -> tuple[str, ...]:
+    def _write(self, offsets_key: str, argv: Sequence[bytes]) -> tuple[str, ...]:
         """write_batch.lua."""
-        fences, commands, threads = orjson.loads(body)
+        fences, commands, threads = read_payload(argv)
         offsets = self.hashes.setdefault(offsets_key, {})
         done = False
         for field, epoch, offset, _ in fences:
