@@ -40,6 +40,15 @@ class DependencyLogLimit(logging.Filter):
         self._held: dict[str, int] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # One decision per record, however many handlers share this filter.
+        decided: bool | None = getattr(record, "pulse_log_limit", None)
+        if decided is not None:
+            return decided
+        passes = self._decide(record)
+        record.pulse_log_limit = passes
+        return passes
+
+    def _decide(self, record: logging.LogRecord) -> bool:
         dependency = dependency_of(record.name)
         if dependency is None:
             return True
@@ -53,7 +62,7 @@ class DependencyLogLimit(logging.Filter):
         if held:
             # Rendered once here so every handler shows the same line.
             record.msg = f"{record.getMessage()} [{held} more {dependency} log lines held back]"
-            record.args = None
+            record.args = ()
         return True
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import orjson
 import pytest
 
 from streams.periods import format_instant
-from tests.faults.conftest import ROOT, Lab, make_stream, metric_value, wait_for
+from tests.faults.conftest import ROOT, Lab, WorkerProcess, make_stream, metric_value, wait_for
 from tests.faults.servers import free_port
 
 FIXTURES = ROOT / "tests" / "unit" / "sources" / "fixtures"
@@ -153,6 +154,11 @@ def test_the_api_answers_503_json_and_metrics_stay_stale_while_redis_is_down(lab
         assert seconds < 10
         status, body, _ = request(f"{base}/api/v1/communities/{community}/members/nobody")
         assert status == 503, body
+        wait_for(
+            lambda: metric_value(worker.metrics(), "pulse_redis_up") == 0,
+            20,
+            "pulse_redis_up to drop to 0",
+        )
         text = worker.metrics()
         assert metric_value(text, "pulse_community_health_stale") == 1
         # The figures are kept, marked stale, instead of vanishing.
@@ -166,3 +172,60 @@ def test_the_api_answers_503_json_and_metrics_stay_stale_while_redis_is_down(lab
         30,
         "fresh community-health figures",
     )
+
+
+def worker_log_lines(worker: WorkerProcess) -> int:
+    return sum(1 for line in worker.log().splitlines() if line.startswith("[20"))
+
+
+def test_a_kafka_outage_shows_in_the_metrics_logs_stay_quiet_and_sigterm_exits(lab: Lab) -> None:
+    worker = lab.start_worker()
+    lab.send(make_stream(300, seed=41, now=time.time()))
+    lab.wait_caught_up()
+    wait_for(
+        lambda: metric_value(worker.metrics(), "pulse_kafka_up") == 1,
+        20,
+        "the Kafka probe to succeed",
+    )
+    text = worker.metrics()
+    assert metric_value(text, "pulse_redis_up") == 1
+    assert metric_value(text, "pulse_build_info") == 1
+    assert metric_value(text, "process_resident_memory_bytes") > 0
+    assert metric_value(text, "pulse_last_applied_batch_age_seconds") < 60
+    lab.stack.broker.stop()
+    down = time.monotonic()
+    wait_for(
+        lambda: metric_value(worker.metrics(), "pulse_kafka_up") == 0,
+        20,
+        "pulse_kafka_up to drop to 0",
+    )
+    print(f"pulse_kafka_up 0 after {time.monotonic() - down:.1f}s")
+    text = worker.metrics()
+    assert math.isnan(metric_value(text, "pulse_consumer_lag_messages")), "lag must be unknown"
+    lines_before, started = worker_log_lines(worker), time.monotonic()
+    time.sleep(15)
+    rate = (worker_log_lines(worker) - lines_before) / (time.monotonic() - started)
+    print(f"worker log lines/s with Kafka down: {rate:.2f}")
+    # At most one line per second per dependency (and the worker's own few).
+    assert rate <= 2.0, worker.log()[-4000:]
+    assert metric_value(worker.metrics(), "pulse_kafka_last_fetch_age_seconds") >= 10
+    code, seconds = worker.terminate(60)
+    print(f"SIGTERM to exit with Kafka down: {seconds:.1f}s (exit code {code})")
+    assert code is not None, "the worker did not stop within 60 s"
+    assert seconds <= 30, f"SIGTERM took {seconds:.1f}s; the documented grace is 30 s"
+    lab.stack.broker.start()
+
+
+def test_after_a_sigkill_the_group_resumes_consumption_within_10s(lab: Lab) -> None:
+    survivor = lab.start_worker()
+    victim = lab.start_worker()
+    lab.send(make_stream(300, seed=51, now=time.time()))
+    lab.wait_caught_up()
+    victim.kill()
+    killed = time.monotonic()
+    lab.send(make_stream(300, seed=52, now=time.time()))
+    wait_for(lab.caught_up, 60, "the survivor to take over every partition", every=0.1)
+    seconds = time.monotonic() - killed
+    print(f"consumption resumed on every partition {seconds:.1f}s after the SIGKILL")
+    assert seconds <= 10, f"took {seconds:.1f}s"
+    assert survivor.alive()
