@@ -319,7 +319,7 @@ class KafkaSink:
 
 def run(settings: Settings, bind: str | None = None, port: int | None = None) -> int:
     """Serve until SIGINT/SIGTERM. Returns an exit code."""
-    from agents.cli import EXIT_OK, EXIT_SERVICE, EXIT_USAGE, CliError
+    from agents.cli import EXIT_OK, EXIT_SERVICE, EXIT_USAGE, CliError, ensure_port_free
     from agents.ingest import quiet_kafka
     from agents.kafka_io import KafkaError, ensure_topics
     from agents.log_limit import limit_dependency_logs
@@ -333,6 +333,8 @@ def run(settings: Settings, bind: str | None = None, port: int | None = None) ->
             "unsigned webhooks are never accepted",
             EXIT_USAGE,
         )
+    host, number = bind or settings.ingest_bind, port or settings.ingest_port
+    ensure_port_free(host, number, "PULSE_INGEST_PORT")
     topics = [settings.ingest_topic(p) for p in ("github", "discourse")]
     try:
         ensure_topics(settings, extra=topics)
@@ -349,7 +351,6 @@ def run(settings: Settings, bind: str | None = None, port: int | None = None) ->
         await sink.stop()
 
     app.cleanup_ctx.append(producer)
-    host, number = bind or settings.ingest_bind, port or settings.ingest_port
     enabled = [p for p in ("github", "discourse") if getattr(settings, f"{p}_webhook_secret")]
     log.info(
         "ingest server on http://%s:%d (%s) -> %s",
