@@ -14,6 +14,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from agents.dependencies import DependencyHealth
 from agents.health import CommunityHealthCollector
 from agents.metrics import PulseMetrics
 from agents.settings import ENV, Settings
@@ -55,6 +56,8 @@ CONTRACT = {
     "pulse_community_badges_awarded_total",
     "pulse_members",
     "pulse_community_moderation_flags_total",
+    "pulse_kafka_up",
+    "pulse_redis_up",
 }
 
 
@@ -94,6 +97,7 @@ def exported_metric_names() -> set[str]:
     community-health collector's."""
     registry = CollectorRegistry()
     PulseMetrics(registry)
+    DependencyHealth(registry)
     registry.register(CommunityHealthCollector(NoCommunities))  # type: ignore[arg-type]
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
     return {
