@@ -160,9 +160,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     app.service(consumer)  # type: ignore[arg-type]
 
     @app.task  # type: ignore[untyped-decorator]
-    async def quiet_dependency_logs() -> None:
+    async def on_worker_start() -> None:
         # Here, not earlier: the Faust worker sets up its log handlers as it starts.
         limit_dependency_logs()
+        await initialise_known_communities()
 
     # An exception that leaves a Faust timer crashes the whole worker, so the periodic
     # jobs log their failures and try again on the next tick instead. (Segment
@@ -173,6 +174,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         redis = await probe(lambda: asyncio.to_thread(ping_redis), "Redis")
         health.kafka_up.set(1 if kafka else 0)
         health.redis_up.set(1 if redis else 0)
+        if redis:
+            await initialise_known_communities()
         lag: dict[str, float] = dict.fromkeys(settings.activity_topics, math.nan)
         if kafka:
             try:
@@ -191,6 +194,17 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                 connect(redis_url), settings.redis_key_prefix, settings.segments
             )
         return state["reader"]  # type: ignore[no-any-return]
+
+    async def initialise_known_communities() -> None:
+        # Label sets at 0 before their first increment, so rate() sees the first burst:
+        # at start-up for the communities in Redis, then within a probe of a new one.
+        try:
+            communities = await asyncio.to_thread(lambda: reader().communities())
+        except Exception as exc:  # noqa: BLE001 - tried again at the next probe
+            log.debug("could not list the communities: %s", exc)
+            return
+        for community in communities:
+            metrics.initialise_community(community, settings.points)
 
     def ping_redis() -> object:
         if "ping" not in state:

@@ -54,3 +54,22 @@ def test_a_busy_port_is_one_clear_error() -> None:
         with pytest.raises(CliError, match=f"cannot listen on 127.0.0.1:{port}.*PULSE_WEB_PORT"):
             ensure_port_free("127.0.0.1", port, "PULSE_WEB_PORT")
     ensure_port_free("127.0.0.1", port, "PULSE_WEB_PORT")  # free again
+
+
+def test_a_community_counters_exist_at_0_before_its_first_event() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from agents.metrics import PulseMetrics
+
+    metrics = PulseMetrics(CollectorRegistry())
+    assert metrics.initialise_community("pycon-us", ["chat.message", "forum.post"])
+    assert not metrics.initialise_community("pycon-us", ["chat.message"])
+    text = generate_latest(metrics.registry).decode()
+    for series in (
+        'pulse_events_processed_total{community="pycon-us",type="chat.message"} 0.0',
+        'pulse_events_processed_total{community="pycon-us",type="forum.post"} 0.0',
+        'pulse_events_duplicate_total{community="pycon-us"} 0.0',
+        'pulse_events_late_total{community="pycon-us"} 0.0',
+        'pulse_events_moderated_total{community="pycon-us"} 0.0',
+    ):
+        assert series in text
