@@ -226,7 +226,7 @@ def _check_kafka(settings: Settings) -> None:
     logger = logging.getLogger("kafka")
     logger.addHandler(refusals)
     try:
-        KafkaAdminClient(**client_options(settings), bootstrap_timeout_ms=8000).close()
+        KafkaAdminClient(**client_options(settings)).close()
     except KafkaError as exc:
         if refusals.refused:
             raise CliError(

@@ -229,3 +229,19 @@ def test_after_a_sigkill_the_group_resumes_consumption_within_10s(lab: Lab) -> N
     print(f"consumption resumed on every partition {seconds:.1f}s after the SIGKILL")
     assert seconds <= 10, f"took {seconds:.1f}s"
     assert survivor.alive()
+
+
+def test_cli_commands_with_kafka_down_fail_within_10s_in_one_line(lab: Lab) -> None:
+    lab.stack.broker.stop()
+    try:
+        for command in (("dlq", "inspect"), ("simulate", "--events", "20", "--rate", "50")):
+            started = time.monotonic()
+            result = lab.pulse(*command, timeout=60, PULSE_LOG_LEVEL="WARNING")
+            seconds = time.monotonic() - started
+            print(f"pulse {' '.join(command)} with Kafka down: {seconds:.1f}s")
+            assert result.returncode == 1, result.stderr
+            assert result.stderr.count("\n") == 1, result.stderr
+            assert "Kafka at" in result.stderr
+            assert seconds < 10, f"pulse {command[0]} took {seconds:.1f}s"
+    finally:
+        lab.stack.broker.start()
