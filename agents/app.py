@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import ssl
 from collections.abc import Sequence
 from typing import Any
@@ -19,7 +20,9 @@ from prometheus_client import CollectorRegistry
 
 from agents import web
 from agents.consumer import ActivityConsumer, consumer_options
+from agents.dependencies import PROBE_SECONDS, DependencyHealth, probe
 from agents.health import CommunityHealthCollector
+from agents.log_limit import limit_dependency_logs
 from agents.metrics import PulseMetrics
 from agents.processor import ActivityProcessor, DeadLetter, KafkaUnavailable
 from agents.settings import Settings
@@ -150,21 +153,38 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     # The asyncio Redis client connects lazily, inside the worker's event loop.
     writer = StateWriter(connect_async(redis_url), settings.redis_key_prefix)
     processor = ActivityProcessor(settings, writer, FaustDeadLetters(dlq_topic), metrics, sinks)
+    health = DependencyHealth(metrics.registry)
     consumer = ActivityConsumer(
-        settings, processor, metrics, consumer_options(settings, context), loop=app.loop
+        settings, processor, metrics, consumer_options(settings, context), health, loop=app.loop
     )
     app.service(consumer)  # type: ignore[arg-type]
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def on_worker_start() -> None:
+        # Here, not earlier: the Faust worker sets up its log handlers as it starts.
+        limit_dependency_logs()
+        await initialise_known_communities()
 
     # An exception that leaves a Faust timer crashes the whole worker, so the periodic
     # jobs log their failures and try again on the next tick instead. (Segment
     # downgrades are swept by the consumer between batches: they change member state.)
-    @app.timer(interval=10.0)  # type: ignore[untyped-decorator]
-    async def measure_consumer_lag() -> None:
-        try:
-            lag = await consumer.lag()
-        except Exception:
-            log.exception("could not measure the consumer lag")
-            return
+    @app.timer(interval=PROBE_SECONDS)  # type: ignore[untyped-decorator]
+    async def probe_dependencies() -> None:
+        kafka = await probe(consumer.kafka_reachable, "Kafka")
+        redis = await probe(lambda: asyncio.to_thread(ping_redis), "Redis")
+        health.kafka_up.set(1 if kafka else 0)
+        health.redis_up.set(1 if redis else 0)
+        if redis:
+            await initialise_known_communities()
+        lag: dict[str, float] = dict.fromkeys(settings.activity_topics, math.nan)
+        if kafka:
+            try:
+                lag.update(await consumer.lag())
+            except Exception:
+                log.exception("could not measure the consumer lag")
+            if sum(lag.values()) == 0:
+                health.fetched()  # caught up: nothing to fetch is a successful fetch
+        # Unknown, not 0, while Kafka cannot be asked.
         for topic, value in lag.items():
             metrics.consumer_lag.labels(topic).set(value)
 
@@ -174,6 +194,22 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                 connect(redis_url), settings.redis_key_prefix, settings.segments
             )
         return state["reader"]  # type: ignore[no-any-return]
+
+    async def initialise_known_communities() -> None:
+        # Label sets at 0 before their first increment, so rate() sees the first burst:
+        # at start-up for the communities in Redis, then within a probe of a new one.
+        try:
+            communities = await asyncio.to_thread(lambda: reader().communities())
+        except Exception as exc:  # noqa: BLE001 - tried again at the next probe
+            log.debug("could not list the communities: %s", exc)
+            return
+        for community in communities:
+            metrics.initialise_community(community, settings.points)
+
+    def ping_redis() -> object:
+        if "ping" not in state:
+            state["ping"] = connect(redis_url)
+        return state["ping"].ping()
 
     metrics.registry.register(CommunityHealthCollector(reader))
 

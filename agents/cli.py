@@ -226,7 +226,7 @@ def _check_kafka(settings: Settings) -> None:
     logger = logging.getLogger("kafka")
     logger.addHandler(refusals)
     try:
-        KafkaAdminClient(**client_options(settings), bootstrap_timeout_ms=8000).close()
+        KafkaAdminClient(**client_options(settings)).close()
     except KafkaError as exc:
         if refusals.refused:
             raise CliError(
@@ -243,10 +243,28 @@ def _check_kafka(settings: Settings) -> None:
         logger.removeHandler(refusals)
 
 
+def ensure_port_free(host: str, port: int, variable: str) -> None:
+    """One clear line instead of the web server's traceback when the port is taken."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise CliError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); is another worker or "
+                f"server running? Choose another port with {variable}",
+                EXIT_SERVICE,
+            ) from None
+
+
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from agents.app import create_app
     from agents.kafka_io import KafkaError, ensure_topics
 
+    ensure_port_free(settings.web_bind, settings.web_port, "PULSE_WEB_PORT")
     # kafka-python logs its whole configuration, SASL password included, at DEBUG.
     logging.getLogger("kafka").setLevel(max(logging.INFO, logging.getLogger().level))
     _check_kafka(settings)

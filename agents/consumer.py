@@ -26,7 +26,9 @@ Guarantees, the same as with the Faust agent before:
   drops its state and reads again from its committed offsets.
 - On shutdown the batch in flight is finished and committed when
   ``PULSE_SHUTDOWN_WAIT_FOR_BATCHES`` is true; otherwise it is abandoned uncommitted and
-  redelivered to the next worker.
+  redelivered to the next worker. Either way the consumer stops within
+  ``STOP_BATCHES_SECONDS`` + ``STOP_CONSUMER_SECONDS`` (20 s), whatever state Kafka and
+  Redis are in: a batch still not applied by then is abandoned, uncommitted.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from aiokafka.errors import IllegalStateError, KafkaError
 from kafka.partitioner.default import murmur2
 from mode import Service
 
+from agents.dependencies import DependencyHealth
 from agents.metrics import PulseMetrics
 from agents.processor import ActivityProcessor, PreparedBatch, StaleBatch
 from agents.settings import Settings
@@ -51,6 +54,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_RETRY_DELAY = 30.0
+# Shutdown grace: the batches in flight, then the consumer's leave-group.
+STOP_BATCHES_SECONDS = 15.0
+STOP_CONSUMER_SECONDS = 5.0
 
 
 def consumer_options(settings: Settings, ssl_context: Any) -> dict[str, Any]:
@@ -68,8 +74,10 @@ def consumer_options(settings: Settings, ssl_context: Any) -> dict[str, Any]:
         # (and the unapplied batch stays uncommitted) for this long before the group
         # moves them on.
         "max_poll_interval_ms": 1_000_000,
-        "session_timeout_ms": 30_000,
-        "heartbeat_interval_ms": 3_000,
+        # A SIGKILLed worker keeps its partitions until its session times out: 6 s (the
+        # broker's default minimum) lets the group move them on within 10 s.
+        "session_timeout_ms": 6_000,
+        "heartbeat_interval_ms": 1_000,
         "security_protocol": settings.kafka_security_protocol,
     }
     if ssl_context is not None:
@@ -106,9 +114,11 @@ class ActivityConsumer(Service):
         processor: ActivityProcessor,
         metrics: PulseMetrics,
         options: dict[str, Any],
+        health: DependencyHealth | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self._health = health
         self._settings = settings
         self._processor = processor
         self._metrics = metrics
@@ -143,17 +153,31 @@ class ActivityConsumer(Service):
         self._stopping = True
         runner = self._runner
         if runner is not None:
+            finished = False
             if self._settings.shutdown_wait:
-                # The loop sees _stopping within one poll and finishes its batches.
-                await asyncio.gather(runner, return_exceptions=True)
-            else:
+                # The loop sees _stopping within one poll and finishes its batches,
+                # unless Kafka or Redis is down: then they are abandoned below.
+                done, _ = await asyncio.wait([runner], timeout=STOP_BATCHES_SECONDS)
+                finished = bool(done)
+                if not finished:
+                    log.warning(
+                        "batches not applied after %.0fs; abandoned uncommitted",
+                        STOP_BATCHES_SECONDS,
+                    )
+            if not finished:
                 # Abandoned, not committed: the next worker gets these records again.
                 abandoned = [runner, *self._batches]
                 for future in abandoned:
                     future.cancel()
                 await asyncio.gather(*abandoned, return_exceptions=True)
         if self._consumer is not None:
-            await self._consumer.stop()
+            try:
+                # stop() leaves the group, which waits for a coordinator that may be gone.
+                await asyncio.wait_for(self._consumer.stop(), STOP_CONSUMER_SECONDS)
+            except TimeoutError:
+                log.warning(
+                    "Kafka did not answer the consumer's stop within %.0fs", STOP_CONSUMER_SECONDS
+                )
 
     async def settle(self) -> None:
         """Wait until the batches in flight are applied and committed (or abandoned by a
@@ -189,6 +213,8 @@ class ActivityConsumer(Service):
                 fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=size)
                 if not fetched:
                     continue
+                if self._health is not None:
+                    self._health.fetched()
                 records = [record for batch in fetched.values() for record in batch]
                 offsets = {tp: batch[-1].offset + 1 for tp, batch in fetched.items()}
                 # Evaluated while Redis applies the batch before it.
@@ -250,6 +276,8 @@ class ActivityConsumer(Service):
             await asyncio.shield(before)
         outcome = await self._retrying(batch, lambda: self._processor.publish(result))
         await self._commit(offsets)
+        if self._health is not None:
+            self._health.applied()
         log.debug("batch of %d: %s", batch.size, outcome)
 
     async def _read_again(self) -> None:
@@ -333,6 +361,14 @@ class ActivityConsumer(Service):
                 type(exc).__name__,
                 exc,
             )
+
+    async def kafka_reachable(self) -> bool:
+        """Whether a metadata request to Kafka succeeds (bounded by the caller)."""
+        consumer = self._consumer
+        if consumer is None:
+            return False
+        await consumer._client.fetch_all_metadata()
+        return True
 
     async def lag(self) -> dict[str, int]:
         """Messages behind the high watermark, per input topic, over this worker's partitions.

@@ -65,6 +65,9 @@ class CommunityHealthCollector(Collector):
         self._reader = reader
         self._clock = clock
         self._prefix = prefix
+        # The last figures read, served (marked stale) while Redis cannot be read.
+        self._figures: list[tuple[str, dict[str, Any]]] = []
+        self._read_at: float | None = None
 
     def describe(self) -> list[Metric]:
         # Returning nothing keeps registration from calling collect() (and Redis).
@@ -132,13 +135,30 @@ class CommunityHealthCollector(Collector):
             "Moderation flags raised.",
             labels=["community", "rule"],
         )
+        stale = GaugeMetricFamily(
+            f"{p}_community_health_stale",
+            "1 when Redis could not be read at this scrape and the community-health "
+            "figures are those of an earlier scrape, else 0.",
+        )
+        age = GaugeMetricFamily(
+            f"{p}_community_health_age_seconds",
+            "Seconds since the community-health figures were read from Redis.",
+        )
+        now = self._clock()
         try:
             reader = self._reader()
-            now = self._clock()
-            figures = [(c, reader.health(c, now)) for c in reader.communities()]
-        except Exception:  # a scrape must answer even when Redis does not
-            log.exception("community-health metrics unavailable")
-            figures = []
+            self._figures = [(c, reader.health(c, now)) for c in reader.communities()]
+            self._read_at = now
+            stale.add_metric([], 0)
+        except Exception as exc:  # noqa: BLE001 - a scrape must answer even when Redis does not
+            # One line, no traceback: Prometheus scrapes every few seconds.
+            log.warning(
+                "community-health metrics are stale: Redis: %s: %s", type(exc).__name__, exc
+            )
+            stale.add_metric([], 1)
+        if self._read_at is not None:
+            age.add_metric([], max(0.0, now - self._read_at))
+        figures = self._figures
         for community, h in figures:
             members.add_metric([community], h["members"])
             for window, value in h["active"].items():
@@ -165,6 +185,8 @@ class CommunityHealthCollector(Collector):
             for rule, value in sorted(h["flags"].items()):
                 flags.add_metric([community, rule], value)
         yield from (
+            stale,
+            age,
             members,
             active,
             new,

@@ -303,7 +303,9 @@ def _survey_records(path: str) -> Iterator[tuple[int, object]]:
 def quiet_kafka(settings: Settings) -> None:
     """kafka-python narrates every connection at INFO; a CLI shows only its problems."""
     if settings.log_level != "DEBUG":
-        logging.getLogger("kafka").setLevel(logging.WARNING)
+        # Never below what main() chose (CRITICAL for one-shot commands).
+        logger = logging.getLogger("kafka")
+        logger.setLevel(max(logging.WARNING, logger.level))
 
 
 def publish(

@@ -12,8 +12,14 @@ the raw body under the configured secret, compared in constant time. The answers
 - 200: understood but nothing to count (a ping, a bot, a closed-but-unmerged PR), with
   the reason
 - 202: the events are on Kafka (acknowledged by all in-sync replicas) before this answer
-- 503: Kafka did not take the events; the sender should redeliver
+- 503: Kafka did not take the events within ``PUBLISH_TIMEOUT_SECONDS`` (3 s, well
+  inside GitHub's 10 s); the sender should redeliver. A message that Kafka takes after
+  the answer is harmless: the redelivery carries the same event id.
 - 404: the platform's secret is not configured
+
+SIGTERM stops the server within ``SHUTDOWN_GRACE_SECONDS`` (10 s) whatever state
+Kafka is in: requests in flight get their answer, then the producer gets a bounded
+flush.
 
 Redeliveries are harmless: event ids are derived from the delivery id (GitHub) or the
 post id (Discourse), and the worker counts an event id once.
@@ -43,6 +49,13 @@ log = logging.getLogger(__name__)
 
 GITHUB_SIGNATURE = "X-Hub-Signature-256"
 DISCOURSE_SIGNATURE = "X-Discourse-Event-Signature"
+
+# The longest a webhook waits for Kafka before its 503; GitHub gives up after 10 s.
+PUBLISH_TIMEOUT_SECONDS = 3.0
+# SIGTERM to exit: requests in flight (each bounded by the publish timeout), then the
+# producer's flush.
+SHUTDOWN_GRACE_SECONDS = 10.0
+_PRODUCER_STOP_SECONDS = 4.0
 
 
 class EventSink(Protocol):
@@ -99,8 +112,12 @@ def create_app(
     sink: EventSink,
     metrics: IngestMetrics,
     clock: Callable[[], float] = time.time,
+    publish_timeout: float = PUBLISH_TIMEOUT_SECONDS,
 ) -> web.Application:
-    """The ingest web app; ``sink`` publishes (Kafka in production, a fake in tests)."""
+    """The ingest web app; ``sink`` publishes (Kafka in production, a fake in tests).
+
+    A publish that has not finished after ``publish_timeout`` seconds answers 503.
+    """
     limit = settings.ingest_max_body_bytes
     app = web.Application(client_max_size=limit)
     gh_config = github.GitHubConfig(
@@ -199,7 +216,17 @@ def create_app(
                 )
         messages = [(e["member_id"].encode(), orjson.dumps(e)) for e in outcome.events]
         try:
-            await sink.publish(settings.ingest_topic(route.platform), messages)
+            await asyncio.wait_for(
+                sink.publish(settings.ingest_topic(route.platform), messages),
+                publish_timeout,
+            )
+        except TimeoutError:
+            log.warning(
+                "Kafka did not take %s events within %.0f s", route.platform, publish_timeout
+            )
+            return error(
+                503, f"Kafka did not take the events within {publish_timeout:g} s; redeliver later"
+            )
         except Exception as exc:  # noqa: BLE001 - any failure means "not stored"; say so
             log.warning("could not publish %s events: %s: %s", route.platform, type(exc), exc)
             return error(503, "Kafka did not take the events; redeliver later")
@@ -243,7 +270,9 @@ class KafkaSink:
             "security_protocol": settings.kafka_security_protocol,
             "acks": "all",
             "enable_idempotence": True,
-            "request_timeout_ms": 15000,
+            # Bounds the metadata wait of send() and the life of an unsent batch, so
+            # nothing outlives the webhook's answer by much.
+            "request_timeout_ms": int(PUBLISH_TIMEOUT_SECONDS * 1000),
         }
         protocol = settings.kafka_security_protocol
         if protocol.endswith("SSL"):
@@ -270,8 +299,18 @@ class KafkaSink:
         await self._producer.start()
 
     async def stop(self) -> None:
-        if self._producer is not None:
-            await self._producer.stop()
+        if self._producer is None:
+            return
+        try:
+            # stop() flushes, which never ends while Kafka is unreachable.
+            await asyncio.wait_for(self._producer.stop(), _PRODUCER_STOP_SECONDS)
+        except TimeoutError:
+            log.warning(
+                "Kafka unreachable: the producer stopped without its flush after %.0f s",
+                _PRODUCER_STOP_SECONDS,
+            )
+        except Exception as exc:  # noqa: BLE001 - exiting anyway; say why the flush failed
+            log.warning("the producer stopped with %s: %s", type(exc).__name__, exc)
 
     async def publish(self, topic: str, messages: Sequence[tuple[bytes, bytes]]) -> None:
         pending = [await self._producer.send(topic, value=v, key=k) for k, v in messages]
@@ -280,11 +319,13 @@ class KafkaSink:
 
 def run(settings: Settings, bind: str | None = None, port: int | None = None) -> int:
     """Serve until SIGINT/SIGTERM. Returns an exit code."""
-    from agents.cli import EXIT_OK, EXIT_SERVICE, EXIT_USAGE, CliError
+    from agents.cli import EXIT_OK, EXIT_SERVICE, EXIT_USAGE, CliError, ensure_port_free
     from agents.ingest import quiet_kafka
     from agents.kafka_io import KafkaError, ensure_topics
+    from agents.log_limit import limit_dependency_logs
 
     quiet_kafka(settings)
+    limit_dependency_logs()
 
     if not settings.github_webhook_secret and not settings.discourse_webhook_secret:
         raise CliError(
@@ -292,6 +333,8 @@ def run(settings: Settings, bind: str | None = None, port: int | None = None) ->
             "unsigned webhooks are never accepted",
             EXIT_USAGE,
         )
+    host, number = bind or settings.ingest_bind, port or settings.ingest_port
+    ensure_port_free(host, number, "PULSE_INGEST_PORT")
     topics = [settings.ingest_topic(p) for p in ("github", "discourse")]
     try:
         ensure_topics(settings, extra=topics)
@@ -308,7 +351,6 @@ def run(settings: Settings, bind: str | None = None, port: int | None = None) ->
         await sink.stop()
 
     app.cleanup_ctx.append(producer)
-    host, number = bind or settings.ingest_bind, port or settings.ingest_port
     enabled = [p for p in ("github", "discourse") if getattr(settings, f"{p}_webhook_secret")]
     log.info(
         "ingest server on http://%s:%d (%s) -> %s",
@@ -324,7 +366,14 @@ def run(settings: Settings, bind: str | None = None, port: int | None = None) ->
     from aiokafka.errors import KafkaError as AsyncKafkaError
 
     try:
-        web.run_app(app, host=host, port=number, print=ready, access_log=None)
+        web.run_app(
+            app,
+            host=host,
+            port=number,
+            print=ready,
+            access_log=None,
+            shutdown_timeout=PUBLISH_TIMEOUT_SECONDS + 1,
+        )
     except AsyncKafkaError as exc:
         raise CliError(f"Kafka: {type(exc).__name__}: {exc}", EXIT_SERVICE) from None
     return EXIT_OK

@@ -18,6 +18,10 @@ from agents.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# How long a command waits for a first broker before it says Kafka is unreachable:
+# its one-line error comes within 10 s.
+BOOTSTRAP_TIMEOUT_MS = 6000
+
 
 def client_options(settings: Settings) -> dict[str, Any]:
     """kafka-python connection and security options from the settings."""
@@ -25,6 +29,7 @@ def client_options(settings: Settings) -> dict[str, Any]:
         "bootstrap_servers": list(settings.kafka_bootstrap_servers),
         "security_protocol": settings.kafka_security_protocol,
         "client_id": f"{settings.app_id}-cli",
+        "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS,
     }
     if settings.kafka_security_protocol.startswith("SASL_"):
         options.update(

@@ -6,6 +6,8 @@ the global one. Labels are bounded: community, type, reason; never member ids.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -121,3 +123,16 @@ class PulseMetrics:
             "redelivered; their effects are idempotent).",
             registry=registry,
         )
+        self._initialised: set[str] = set()
+
+    def initialise_community(self, community: str, types: Iterable[str]) -> bool:
+        """Create the community's per-event label sets at 0 (once), so that ``rate()``
+        and ``increase()`` count the first burst after it. Returns whether it was new."""
+        if community in self._initialised:
+            return False
+        self._initialised.add(community)
+        for kind in types:
+            self.events_processed.labels(community, kind)
+        for counter in (self.events_duplicate, self.events_late, self.events_moderated):
+            counter.labels(community)
+        return True

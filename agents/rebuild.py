@@ -438,7 +438,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from agents.cli import EXIT_OK, EXIT_SERVICE, EXIT_USAGE, CliError
 
     # kafka-python logs its whole configuration, SASL password included, at DEBUG.
-    logging.getLogger("kafka").setLevel(max(logging.INFO, logging.getLogger().level))
+    # Never below what main() chose (CRITICAL: the command reports failures itself).
+    kafka_logger = logging.getLogger("kafka")
+    kafka_logger.setLevel(max(logging.INFO, logging.getLogger().level, kafka_logger.level))
     communities: Iterable[str] | None = None if args.all else args.community
     try:
         since = float(args.since)

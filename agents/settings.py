@@ -7,6 +7,7 @@ cannot leak through logs, metrics or ``pulse config``.
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -54,6 +55,24 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+# PULSE_* names read by the deploy scripts, not by pulse, and set in the same shells.
+OTHER_VARIABLES: Final = frozenset({"PULSE_LOCAL_DIR", "PULSE_PROMETHEUS_URL"})
+OTHER_PREFIXES: Final = ("PULSE_FAUST_",)
+
+
+def check_variable_names(env: Mapping[str, str]) -> None:
+    """Refuse an unknown ``PULSE_*`` variable: a typo would otherwise be ignored silently."""
+    known = set(ENV.values())
+    for name in sorted(env):
+        if not name.startswith("PULSE_") or name in known or name in OTHER_VARIABLES:
+            continue
+        if name.startswith(OTHER_PREFIXES):
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"unknown variable {name}{hint}")
 
 
 ENV: Final[dict[str, str]] = {
@@ -248,6 +267,7 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from ``environ`` (default ``os.environ``) and explicit overrides."""
         env = os.environ if environ is None else environ
+        check_variable_names(env)
         values: dict[str, Any] = {}
 
         def raw(name: str) -> str | None:

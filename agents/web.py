@@ -1,7 +1,8 @@
 """HTTP surface of the worker (Faust web): ``/metrics`` and the read-only JSON API.
 
 Queries read Redis through a synchronous client in a worker thread, so a slow query
-never blocks the event loop that consumes Kafka.
+never blocks the event loop that consumes Kafka. When Redis cannot be reached the API
+answers ``503`` with the usual JSON error body (the client should retry later).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
+import redis
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -19,6 +21,9 @@ from agents.metrics import PulseMetrics
 from agents.store import Reader
 from streams import queries
 from streams.queries import BadQuery, LeaderboardQuery
+
+# Redis is down, restarting or too slow: the query may well succeed later.
+UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 def register(app: faust.App, metrics: PulseMetrics, reader: Callable[[], Reader]) -> None:
@@ -49,9 +54,12 @@ def register(app: faust.App, metrics: PulseMetrics, reader: Callable[[], Reader]
                 )
             except BadQuery as exc:
                 return error(self, 400, str(exc))
-            body = await asyncio.to_thread(
-                reader().leaderboard, q.community, q.period, q.at, q.top, q.channel
-            )
+            try:
+                body = await asyncio.to_thread(
+                    reader().leaderboard, q.community, q.period, q.at, q.top, q.channel
+                )
+            except UNAVAILABLE as exc:
+                return error(self, 503, f"Redis is unavailable: {type(exc).__name__}")
             return self.json(body)
 
     @app.page("/api/v1/communities/{community}/members/{member_id}")
@@ -63,7 +71,10 @@ def register(app: faust.App, metrics: PulseMetrics, reader: Callable[[], Reader]
                 at = queries.instant(request.query.get("at"), time.time())
             except BadQuery as exc:
                 return error(self, 400, str(exc))
-            body: dict[str, Any] | None = await asyncio.to_thread(reader().member, c, m, at)
+            try:
+                body: dict[str, Any] | None = await asyncio.to_thread(reader().member, c, m, at)
+            except UNAVAILABLE as exc:
+                return error(self, 503, f"Redis is unavailable: {type(exc).__name__}")
             if body is None:
                 return error(self, 404, f"no member {member_id!r} in community {community!r}")
             return self.json(body)

@@ -10,10 +10,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from agents.dependencies import DependencyHealth
 from agents.health import CommunityHealthCollector
 from agents.metrics import PulseMetrics
 from agents.settings import ENV, Settings
@@ -55,6 +57,8 @@ CONTRACT = {
     "pulse_community_badges_awarded_total",
     "pulse_members",
     "pulse_community_moderation_flags_total",
+    "pulse_kafka_up",
+    "pulse_redis_up",
 }
 
 
@@ -94,6 +98,7 @@ def exported_metric_names() -> set[str]:
     community-health collector's."""
     registry = CollectorRegistry()
     PulseMetrics(registry)
+    DependencyHealth(registry)
     registry.register(CommunityHealthCollector(NoCommunities))  # type: ignore[arg-type]
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
     return {
@@ -102,10 +107,21 @@ def exported_metric_names() -> set[str]:
 
 
 def test_compose_has_the_whole_deployment(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"kafka", "redis", "worker", "prometheus", "grafana"}
+    assert set(compose["services"]) == {
+        "kafka",
+        "redis",
+        "worker",
+        "ingest",
+        "prometheus",
+        "alertmanager",
+        "grafana",
+    }
     for name, service in compose["services"].items():
         for port in service.get("ports", []):
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+        assert "healthcheck" in service, f"{name} has no healthcheck"
+    # Scalable: `docker compose up --scale worker=3` needs a worker without a host port.
+    assert "ports" not in compose["services"]["worker"]
     assert compose["services"]["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == (
         "broker,controller"
     )
@@ -128,14 +144,44 @@ def test_compose_worker_environment_is_understood_by_the_settings(
     assert "@redis:6379" in settings.redis_url.reveal()
     assert set(worker["depends_on"]) == {"kafka", "redis"}
     prometheus = load_yaml(DEPLOY / "prometheus" / "prometheus.yml")
-    targets = [
-        t
-        for job in prometheus["scrape_configs"]
-        if job["job_name"] == "community-pulse"
-        for group in job["static_configs"]
-        for t in group["targets"]
+    (job,) = [j for j in prometheus["scrape_configs"] if j["job_name"] == "community-pulse"]
+    # Every replica, found through the compose DNS name of the service.
+    assert job["dns_sd_configs"] == [
+        {"names": ["worker"], "type": "A", "port": settings.web_port, "refresh_interval": "15s"}
     ]
-    assert targets == [f"worker:{settings.web_port}"]
+    (manager,) = prometheus["alerting"]["alertmanagers"]
+    assert manager["static_configs"][0]["targets"] == ["alertmanager:9093"]
+
+
+def test_compose_file_is_valid_against_the_compose_specification(
+    compose: dict[str, Any],
+) -> None:
+    schema = json.loads((Path(__file__).parent / "compose_spec" / "compose-spec.json").read_text())
+    # The schema names draft-07 by a URL jsonschema does not recognise: say it here.
+    jsonschema.Draft7Validator.check_schema(schema)
+    jsonschema.Draft7Validator(schema).validate(compose)
+
+
+def test_compose_secrets_are_never_on_a_command_line(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        command = service.get("command", [])
+        text = command if isinstance(command, str) else " ".join(map(str, command))
+        assert "${" not in text, f"{name} interpolates a variable into its command line"
+        for secret in ("PASSWORD", "SECRET"):
+            assert secret not in text.upper().replace("REDISCLI_AUTH", ""), name
+    redis = compose["services"]["redis"]
+    assert "$$REDISCLI_AUTH" in redis["command"][-1]
+
+
+def test_the_ingest_service_environment_is_understood_by_the_settings(
+    compose: dict[str, Any],
+) -> None:
+    env = {k: str(v) for k, v in compose["services"]["ingest"]["environment"].items()}
+    resolved = {k: ("s3cret" if "SECRET" in k else v) for k, v in env.items()}
+    resolved = {k: ("" if v.startswith("${") else v) for k, v in resolved.items()}
+    settings = Settings.from_env(resolved)
+    assert settings.ingest_port == 6067
+    assert settings.github_webhook_secret
 
 
 def test_compose_mounts_and_build_context_exist(compose: dict[str, Any]) -> None:

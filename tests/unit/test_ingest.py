@@ -162,6 +162,29 @@ def test_kafka_failure_is_503_so_the_sender_redelivers() -> None:
     assert post(FakeSink(fail=True), "/ingest/github", body, github_headers(body))[0] == 503
 
 
+class HangingSink:
+    """A broker that never acknowledges."""
+
+    async def publish(self, topic: str, messages: Sequence[tuple[bytes, bytes]]) -> None:
+        await asyncio.sleep(3600)
+
+
+def test_a_kafka_that_never_acknowledges_is_503_after_the_publish_timeout() -> None:
+    body = github_body()
+    app = create_app(
+        settings(), HangingSink(), IngestMetrics(CollectorRegistry()), lambda: NOW, 0.05
+    )
+
+    async def run() -> tuple[int, dict[str, Any]]:
+        async with TestClient(TestServer(app)) as client:
+            response = await client.post("/ingest/github", data=body, headers=github_headers(body))
+            return response.status, await response.json()
+
+    status, answer = asyncio.run(asyncio.wait_for(run(), 10))
+    assert status == 503
+    assert "redeliver" in answer["error"]
+
+
 def test_future_dated_event_is_422() -> None:
     sink = FakeSink()
     body = github_body().replace(b"2025-11-24T11:02:31Z", b"2099-01-01T00:00:00Z")
