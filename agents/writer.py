@@ -32,6 +32,8 @@ from streams.state import (
 
 WRITE_LUA: Final = resources.files("agents").joinpath("write_batch.lua").read_text("utf-8")
 CLAIM_LUA: Final = resources.files("agents").joinpath("claim.lua").read_text("utf-8")
+LOAD_LUA: Final = resources.files("agents").joinpath("load_members.lua").read_text("utf-8")
+_SCRIPTS: Final = {"write": WRITE_LUA, "claim": CLAIM_LUA, "load": LOAD_LUA}
 # Members per variadic command (well inside Lua's stack limit for unpack()).
 CHUNK: Final = 500
 # The profile field that holds the member's engine state (JSON).
@@ -255,30 +257,30 @@ class StateWriter:
     def __init__(self, client: aioredis.Redis, prefix: str) -> None:
         self._client: Any = client
         self._prefix = prefix
-        self._write_sha: str | None = None
-        self._claim_sha: str | None = None
+        self._shas: dict[str, str] = {}
 
-    async def _scripts(self) -> tuple[str, str]:
-        if self._write_sha is None or self._claim_sha is None:
-            self._write_sha = await self._client.script_load(WRITE_LUA)
-            self._claim_sha = await self._client.script_load(CLAIM_LUA)
-        return self._write_sha, self._claim_sha
+    async def _scripts(self) -> dict[str, str]:
+        if not self._shas:
+            self._shas = {
+                name: await self._client.script_load(text) for name, text in _SCRIPTS.items()
+            }
+        return self._shas
 
-    async def _run(self, queue: Callable[[Any, str, str], None]) -> list[Any]:
-        """One pipeline that ``queue(pipe, write_sha, claim_sha)`` fills; its replies.
-        Redis forgot the scripts (a restart, SCRIPT FLUSH): load them and run it again
-        once (an unknown script runs nothing)."""
+    async def _run(self, queue: Callable[[Any, Mapping[str, str]], None]) -> list[Any]:
+        """One pipeline that ``queue(pipe, shas)`` fills (``shas``: the scripts' SHA1 by
+        name); its replies. Redis forgot the scripts (a restart, SCRIPT FLUSH): load them
+        and run it again once (an unknown script runs nothing)."""
         for attempt in range(2):
-            write_sha, claim_sha = await self._scripts()
+            shas = await self._scripts()
             try:
                 async with self._client.pipeline(transaction=False) as pipe:
-                    queue(pipe, write_sha, claim_sha)
+                    queue(pipe, shas)
                     replies: list[Any] = await pipe.execute()
                     return replies
             except redis.exceptions.NoScriptError:
                 if attempt:
                     raise
-                self._write_sha = self._claim_sha = None
+                self._shas = {}
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def epochs(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
@@ -305,14 +307,20 @@ class StateWriter:
         if not claims and not members:
             return {}, []
 
-        def queue(pipe: Any, _: str, claim_sha: str) -> None:
+        by_community: dict[KeyLayout, list[str]] = {}
+        for layout, member in members:
+            keys = by_community.get(layout)
+            if keys is None:
+                keys = by_community[layout] = []
+            keys.append(layout.member(member))
+            keys.extend(layout.member_ids(member, d) for d in days)
+
+        def queue(pipe: Any, shas: Mapping[str, str]) -> None:
             for layout, fields in claims.items():
                 args = [x for field, epoch in fields for x in (field, str(epoch))]
-                pipe.evalsha(claim_sha, 1, layout.offsets(), *args)
-            for layout, member in members:
-                pipe.hmget(layout.member(member), STATE_FIELD, "first_seen")
-                if days:
-                    pipe.mget([layout.member_ids(member, d) for d in days])
+                pipe.evalsha(shas["claim"], 1, layout.offsets(), *args)
+            for keys in by_community.values():
+                pipe.evalsha(shas["load"], len(keys), *keys, str(len(days)), STATE_FIELD)
 
         replies = await self._run(queue)
         fences = {}
@@ -320,16 +328,25 @@ class StateWriter:
             fences[layout] = {
                 field: Fence.parse(value) for (field, _), value in zip(fields, stored, strict=True)
             }
+        # Each community's flat reply, cut into its members' (state, first_seen, ids).
+        step = len(days) + 2
+        cut = {
+            layout: iter(
+                [
+                    (reply[i], reply[i + 1], reply[i + 2 : i + step])
+                    for i in range(0, len(reply), step)
+                ]
+            )
+            for layout, reply in zip(by_community, replies[len(claims) :], strict=True)
+        }
+        rest = [next(cut[layout]) for layout, _ in members]
         states: list[MemberState | None] = []
         found: list[dict[int, str]] = []
         # Days a state's own newest receipt reaches back to but ``days`` did not cover
         # (its records came with older timestamps, or a sweep loaded it): read in a
         # second round trip, which the worker's batches rarely need.
         more: list[tuple[int, KeyLayout, str, list[int]]] = []
-        step = 2 if days else 1
-        rest = replies[len(claims) :]
-        for index in range(0, len(rest), step):
-            raw, first_seen = rest[index]
+        for index, (raw, first_seen, texts) in enumerate(rest):
             if raw is None and first_seen is not None:
                 # A profile written by a release that kept the rules' state in other keys.
                 raise StateVersionError(
@@ -341,17 +358,13 @@ class StateWriter:
                 found.append({})
                 continue
             state = decode_state(raw)
-            got = (
-                {d: text for d, text in zip(days, rest[index + 1], strict=True) if text}
-                if days
-                else {}
-            )
+            got = {d: text for d, text in zip(days, texts, strict=True) if text}
             needed = range(
                 dedupe_horizon(state.received, retention_seconds) - 1,
                 state.received // DAY_MS + 1,
             )
             if state.received and (lacking := [d for d in needed if d not in days]):
-                layout, member = members[index // step]
+                layout, member = members[index]
                 more.append((len(states), layout, member, lacking))
             states.append(state)
             found.append(got)
@@ -373,9 +386,9 @@ class StateWriter:
         if not batches:
             return
 
-        def queue(pipe: Any, write_sha: str, _: str) -> None:
+        def queue(pipe: Any, shas: Mapping[str, str]) -> None:
             for _community, offsets_key, argv in batches:
-                pipe.evalsha(write_sha, 1, offsets_key, *argv)
+                pipe.evalsha(shas["write"], 1, offsets_key, *argv)
 
         replies = await self._run(queue)
         refused = [
