@@ -18,6 +18,7 @@ import orjson
 import redis
 import redis.asyncio as aioredis
 
+from streams.badges import badge_field
 from streams.effects import CommunityWrites
 from streams.keys import KeyLayout, epoch_key
 from streams.state import (
@@ -178,7 +179,7 @@ def payload(
             _command(ops, *head, *chunk)
     for identity, record in writes.awards:
         at, member = str(record["at_ms"]), record["member_id"]
-        name = f"{record['badge']}:{record['tier']}" if record["tier"] else record["badge"]
+        name = badge_field(record["badge"], record["tier"])
         _command(ops, "HSET", layout.member_badges(member), name, at)
         _command(ops, "HSET", layout.awards(), identity, orjson.dumps(record))
         _command(ops, "ZADD", layout.awards_by_time(), at, identity)

@@ -22,7 +22,7 @@ import hashlib
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Final
 
@@ -100,6 +100,26 @@ class Badge:
     description: str
     conditions: tuple[Condition, ...]
     tiers: tuple[Tier, ...]
+    # Derived once, for the evaluator's hot path: each condition's counter name, and per
+    # tier its member-badges field and per-condition thresholds.
+    names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    levels: tuple[tuple[Tier, str, tuple[int, ...]], ...] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "names", tuple(f"{self.id}/{i}" for i in range(len(self.conditions)))
+        )
+        levels = tuple(
+            (
+                tier,
+                badge_field(self.id, tier.name),
+                self.thresholds(tier),
+            )
+            for tier in self.tiers
+        )
+        object.__setattr__(self, "levels", levels)
 
     def thresholds(self, tier: Tier) -> tuple[int, ...]:
         """Per-condition thresholds for ``tier`` (the tier sets the first condition's)."""
@@ -130,6 +150,11 @@ class Badge:
             "tiers": [{"tier": t.name, "at_least": t.at_least} for t in self.tiers],
             "when": [condition(c) for c in self.conditions],
         }
+
+
+def badge_field(badge: str, tier: str | None) -> str:
+    """The member-badges hash field of an award, and the award counts' field."""
+    return badge if not tier else f"{badge}:{tier}"
 
 
 @lru_cache(maxsize=65536)

@@ -45,11 +45,6 @@ RANK: Final = {name: rank for rank, name in enumerate(SEGMENTS)}
 FLAG_EVENTS: Final = 100
 
 
-def badge_field(badge: str, tier: str | None) -> str:
-    """The member-badges hash field of an award."""
-    return badge if tier is None else f"{badge}:{tier}"
-
-
 def evaluate(
     state: MemberState,
     activity: Activity,
@@ -401,11 +396,9 @@ def _badges(
     counters, days = state.counters, state.days
     for badge in catalog:
         values: list[tuple[str, str, int]] = []  # (test, name, day)
-        fed = judged = True
-        fed = False
-        for index, condition in enumerate(badge.conditions):
+        fed, judged = False, True
+        for condition, name in zip(badge.conditions, badge.names, strict=True):
             matches = condition.filter.matches(activity)
-            name = f"{badge.id}/{index}"
             if condition.kind == "count":
                 if condition.same is not None:
                     group = condition.group(activity) if matches else None
@@ -428,12 +421,11 @@ def _badges(
             fed = fed or matches
         if not fed or not judged:
             continue
-        for tier in badge.tiers:
-            field = badge_field(badge.id, tier.name)
+        for tier, field, thresholds in badge.levels:
             if field in state.badges:
                 continue
             met = True
-            for (test, name, on_day), threshold in zip(values, badge.thresholds(tier), strict=True):
+            for (test, name, on_day), threshold in zip(values, thresholds, strict=True):
                 if test == "count":
                     value = counters.get(name, 0)
                 elif test == "distinct_days":
