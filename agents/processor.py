@@ -112,7 +112,7 @@ class EffectWriter(Protocol):
         """Claim partitions of communities first touched and read members' states
         (with the event ids they remembered on ``days``)."""
 
-    async def write(self, batches: Sequence[tuple[str, str, Sequence[str | bytes]]]) -> None:
+    async def write(self, batches: Sequence[tuple[str, str, Sequence[bytes]]]) -> None:
         """Write each (community, offsets key, payload) atomically behind its fence."""
 
     async def due_members(self, layout: KeyLayout, until_ms: int) -> list[str]:
@@ -192,7 +192,7 @@ class PreparedBatch:
     letters: list[DeadLetter]
     writes: list[CommunityWrites]
     # Per community with something to write: (community, offsets key, script arguments).
-    payloads: list[tuple[str, str, list[str | bytes]]]
+    payloads: list[tuple[str, str, list[bytes]]]
     # Per community, records at or below the recorded offset (redelivered, skipped).
     skipped: Counter[str]
     generation: int
@@ -720,7 +720,7 @@ class ActivityProcessor:
         for (community, field), stream in streams.items():
             by_community.setdefault(community, {})[field] = stream
         writes: list[CommunityWrites] = []
-        payloads: list[tuple[str, str, list[str | bytes]]] = []
+        payloads: list[tuple[str, str, list[bytes]]] = []
         for community, fields in by_community.items():
             layout = self.layout(community)
             until = max(fields.values())

@@ -4,20 +4,23 @@
 --
 -- KEYS[1]: the community's offsets hash (in the community's slot): per input partition
 -- ("topic|partition") "epoch offset stream_ms".
--- ARGV[1]: a small JSON array {fences, threads} (packed by agents/writer.py):
+-- ARGV[1]: one JSON array {fences, zincr, hincr, hsets, commands, threads} (packed by
+-- agents/writer.py):
 --   fences:   {{field, epoch, offset, stream_ms}, ...}. If a stored epoch is newer
 --             than the writer's, a newer owner has the partition: nothing is written.
 --             An offset of -1 checks without recording.
+--   zincr, hincr: {{{key, ...}, {name, amount, name, amount, ...}}, ...}: each amount
+--             goes to every key of its group (ZINCRBY key amount name; HINCRBY key
+--             name amount).
+--   hsets:    {{key, field, i, field, value, ...}, ...}: HSET with the value of the
+--             first field in ARGV[i] (a JSON document, passed as it is: never decoded).
+--   commands: {{name, arg, ...}, ...}, every argument a string, run in order.
 --   threads:  {{op, thread key, member, at ms, expire at, histogram key}, ...}: the
 --             first-response join, the one community-wide read-then-write (a thread is
 --             opened and answered by members of different partitions).
--- ARGV[2..]: the writes, a flat list of ops read in place (nothing is decoded):
---   Z n key*n m (name amount)*m   ZINCRBY key amount name, every pair on every key
---   H n key*n m (name amount)*m   HINCRBY key name amount, likewise
---   C n arg*n                     one command, run as it is
 -- Returns {'ok'} (written now or before) or {'fenced', field, stored value}.
 local p = cjson.decode(ARGV[1])
-local fences, threads = p[1], p[2]
+local fences, zincr, hincr, hsets, commands, threads = p[1], p[2], p[3], p[4], p[5], p[6]
 
 local done = false
 for _, f in ipairs(fences) do
@@ -32,34 +35,27 @@ for _, f in ipairs(fences) do
 end
 if done then return {'ok'} end
 
-local call, i, last = redis.call, 2, #ARGV
-while i <= last do
-  local op, n = ARGV[i], tonumber(ARGV[i + 1])
-  if op == 'C' then
-    call(unpack(ARGV, i + 2, i + 1 + n))
-    i = i + 2 + n
-  else
-    local m = tonumber(ARGV[i + 2 + n])
-    local first = i + 3 + n
-    local stop = first + 2 * m - 1
-    local command = op == 'Z' and 'ZINCRBY' or 'HINCRBY'
-    for k = i + 2, i + 1 + n do
-      local key = ARGV[k]
-      if op == 'Z' then
-        for j = first, stop, 2 do call(command, key, ARGV[j + 1], ARGV[j]) end
-      else
-        for j = first, stop, 2 do call(command, key, ARGV[j], ARGV[j + 1]) end
-      end
-    end
-    i = stop + 1
+for _, g in ipairs(zincr) do
+  local items = g[2]
+  for _, key in ipairs(g[1]) do
+    for j = 1, #items, 2 do redis.call('ZINCRBY', key, items[j + 1], items[j]) end
   end
 end
+for _, g in ipairs(hincr) do
+  local items = g[2]
+  for _, key in ipairs(g[1]) do
+    for j = 1, #items, 2 do redis.call('HINCRBY', key, items[j], items[j + 1]) end
+  end
+end
+for _, h in ipairs(hsets) do redis.call('HSET', h[1], h[2], ARGV[h[3]], unpack(h, 4)) end
+for _, c in ipairs(commands) do redis.call(unpack(c)) end
 
 for _, f in ipairs(fences) do
   if f[3] ~= '-1' then
     redis.call('HSET', KEYS[1], f[1], f[2] .. ' ' .. f[3] .. ' ' .. f[4])
   end
 end
+
 -- First-response histogram bounds, seconds (agents/health.py reads the same fields).
 local BOUNDS = {60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 604800}
 

@@ -83,22 +83,15 @@ def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
         yield items[start : start + size]
 
 
+def _pairs(amounts: dict[str, int]) -> list[str | int]:
+    """``{name: amount}`` as ``[name, amount, name, amount, ...]``."""
+    return [x for item in amounts.items() for x in item]
+
+
 def _live(keys: Iterable[str], expire: Mapping[str, int], now: float) -> list[str]:
     """The keys Redis would not expire at once (an old event replayed long after its
     buckets' retention would write keys that are gone as soon as they are written)."""
     return [k for k in keys if expire.get(k, now + 1) > now]
-
-
-def _group(ops: list[str | bytes], op: str, keys: list[str], amounts: Mapping[str, int]) -> None:
-    """``op n key... m name amount...``: every amount goes to every key."""
-    ops += (op, str(len(keys)), *keys, str(len(amounts)))
-    for name, amount in amounts.items():
-        ops += (name, str(amount))
-
-
-def _command(ops: list[str | bytes], *args: str | bytes) -> None:
-    """``C n arg...``: one command, run as it is."""
-    ops += ("C", str(len(args)), *args)
 
 
 def payload(
@@ -106,27 +99,33 @@ def payload(
     fences: Mapping[str, tuple[int, int, int]],
     now: float,
     keep_ids: int = 8 * 86400,
-) -> list[str | bytes]:
+) -> list[bytes]:
     """The arguments of ``write_batch.lua`` for one community's batch.
 
-    The first is a small JSON array: the fences (field -> epoch, offset, stream ms)
-    and the first-response thread ops. The rest is a flat list of ops that the script
-    reads without decoding anything: sorted-set and hash increments as groups (``Z``
-    and ``H``: keys that take the same amounts, then ``name, amount`` pairs), then
-    plain commands (``C``; member states and award, flag and segment-change records
-    travel as JSON documents inside them, never parsed by Redis). Expiries come last,
-    after the writes that create their keys. ``now`` (epoch seconds, the shell's
-    clock) only leaves out keys that Redis would expire at once. A member's day of
-    remembered event ids lives ``keep_ids`` seconds from its first write (the
-    evaluator forgets it by the records' timestamps; this only bounds memory).
+    The first is one JSON array: fences (field -> epoch, offset, stream ms), the
+    sorted-set and hash increments as groups (keys that take the same amounts, then
+    ``name, amount`` pairs), the hash writes whose value is a JSON document of its own
+    (member states, award, flag and segment-change records: they follow as further
+    arguments, so the script does not decode them), the other commands and the thread
+    ops. ``now`` (epoch seconds, the shell's clock) only leaves out keys that Redis
+    would expire at once. A member's day of remembered event ids lives ``keep_ids``
+    seconds from its first write (the evaluator forgets it by the records' timestamps;
+    this only bounds memory).
     """
     layout = writes.layout
     expire = writes.expire
-    ops: list[str | bytes] = []
-    for spreads, op in ((writes.boards, "Z"), (writes.windows, "H")):
+    blobs: list[bytes] = []
+
+    def blob(value: bytes) -> int:
+        blobs.append(value)
+        return len(blobs) + 1  # its index in ARGV (1-based, after the JSON)
+
+    zgroups: list[list[Any]] = []
+    hgroups: list[list[Any]] = []
+    for spreads, groups in ((writes.boards, zgroups), (writes.windows, hgroups)):
         for spread in spreads.values():
             if spread.amounts and (keys := _live(spread.keys, expire, now)):
-                _group(ops, op, keys, spread.amounts)
+                groups.append([keys, _pairs(spread.amounts)])
     if writes.tally:
         counts: dict[str, int] = {}
         sources: dict[str, int] = {}
@@ -137,19 +136,22 @@ def payload(
             sources[name] = sources.get(name, 0) + n
             name = str(day)
             days[name] = days.get(name, 0) + n
-        _group(ops, "H", [writes.counts_key], counts)
-        _group(ops, "H", [writes.sources_key], sources)
-        _group(ops, "H", [writes.days_key], days)
-    for table, op in ((writes.zextra, "Z"), (writes.hextra, "H")):
+        for key, amounts in (
+            (writes.counts_key, counts),
+            (writes.sources_key, sources),
+            (writes.days_key, days),
+        ):
+            hgroups.append([[key], _pairs(amounts)])
+    for table, groups in ((writes.zextra, zgroups), (writes.hextra, hgroups)):
         for key, amounts in table.items():
             if expire.get(key, now + 1) > now:
-                _group(ops, op, [key], amounts)
+                groups.append([[key], _pairs(amounts)])
+    hsets: list[list[Any]] = []
+    out: list[list[str]] = []
     firsts: list[str] = []
     lasts: list[str] = []
     for member, state in writes.members.items():
-        fields: list[str | bytes] = [
-            "HSET", layout.member(member), STATE_FIELD, encode_state(state)
-        ]  # fmt: skip
+        fields: list[Any] = [layout.member(member), STATE_FIELD, blob(encode_state(state))]
         if state.events:
             firsts.extend((str(state.first_seen), member))
             lasts.extend((str(state.last_seen), member))
@@ -162,93 +164,87 @@ def payload(
             ]  # fmt: skip
             for kind, count in state.by_type.items():
                 fields += [f"type:{kind}", str(count)]
-        _command(ops, *fields)
+        hsets.append(fields)
     for member, by_day in writes.ids.items():
         for day, digests in by_day.items():
             key = layout.member_ids(member, day)
-            _command(ops, "APPEND", key, digests.hex())
+            out.append(["APPEND", key, digests.hex()])
             if (member, day) in writes.new_ids:
-                _command(ops, "EXPIRE", key, str(keep_ids))
+                out.append(["EXPIRE", key, str(keep_ids)])
     for member, active in writes.active_days.items():
-        _command(ops, "SADD", layout.member_days(member), *map(str, sorted(active)))
+        out.append(["SADD", layout.member_days(member), *map(str, sorted(active))])
     for head, items in (
-        (("ZADD", layout.members_first_seen(), "LT"), firsts),
-        (("ZADD", layout.members_last_seen(), "GT"), lasts),
+        (["ZADD", layout.members_first_seen(), "LT"], firsts),
+        (["ZADD", layout.members_last_seen(), "GT"], lasts),
     ):
         for chunk in _chunks(items, 2 * CHUNK):
-            _command(ops, *head, *chunk)
+            out.append([*head, *chunk])
     for identity, record in writes.awards:
         at, member = str(record["at_ms"]), record["member_id"]
         name = badge_field(record["badge"], record["tier"])
-        _command(ops, "HSET", layout.member_badges(member), name, at)
-        _command(ops, "HSET", layout.awards(), identity, orjson.dumps(record))
-        _command(ops, "ZADD", layout.awards_by_time(), at, identity)
-        _command(ops, "ZADD", layout.award_outbox(), at, identity)
-        _command(ops, "HINCRBY", layout.award_counts(), name, "1")
+        out.append(["HSET", layout.member_badges(member), name, at])
+        hsets.append([layout.awards(), identity, blob(orjson.dumps(record))])
+        out.append(["ZADD", layout.awards_by_time(), at, identity])
+        out.append(["ZADD", layout.award_outbox(), at, identity])
+        out.append(["HINCRBY", layout.award_counts(), name, "1"])
     for identity, record in writes.flags:
-        _command(ops, "HSET", layout.flags(), identity, orjson.dumps(record))
-        _command(ops, "ZADD", layout.flag_outbox(), str(record["end_ms"]), identity)
-        _command(ops, "HINCRBY", layout.moderation_counts(), record["rule"], "1")
+        hsets.append([layout.flags(), identity, blob(orjson.dumps(record))])
+        out.append(["ZADD", layout.flag_outbox(), str(record["end_ms"]), identity])
+        out.append(["HINCRBY", layout.moderation_counts(), record["rule"], "1"])
     for key, ids in writes.bursts.items():
-        _command(ops, "RPUSH", key, *ids)
+        out.append(["RPUSH", key, *ids])
     for identity, record in writes.changes:
         at, member = str(record["at_ms"]), record["member_id"]
-        _command(ops, "HSET", layout.segment_changes(), identity, orjson.dumps(record))
-        _command(ops, "ZADD", layout.segment_outbox(), at, identity)
+        hsets.append([layout.segment_changes(), identity, blob(orjson.dumps(record))])
+        out.append(["ZADD", layout.segment_outbox(), at, identity])
         if record["from"] != "beginner":
-            _command(ops, "ZREM", layout.segment_index(record["from"]), member)
+            out.append(["ZREM", layout.segment_index(record["from"]), member])
         if record["to"] != "beginner":
-            _command(ops, "ZADD", layout.segment_index(record["to"]), at, member)
+            out.append(["ZADD", layout.segment_index(record["to"]), at, member])
     for member, due in writes.dues.items():
         if due:
-            _command(ops, "ZADD", layout.segment_due(), str(due), member)
+            out.append(["ZADD", layout.segment_due(), str(due), member])
         else:
-            _command(ops, "ZREM", layout.segment_due(), member)
+            out.append(["ZREM", layout.segment_due(), member])
     incremented = writes.incremented()
     for key, expire_at in expire.items():
         if expire_at > now and key in incremented:
-            _command(ops, "EXPIREAT", key, str(expire_at))
+            out.append(["EXPIREAT", key, str(expire_at)])
     hist = {kind: layout.first_response(kind) for kind in ("forum", "github")}
     threads = [
         [op, key, member, str(at), str(expire_at), hist[key.split(":thread:", 1)[1].split(":")[0]]]
         for op, key, member, at, expire_at in writes.threads
     ]
     header = orjson.dumps(
-        [[[f, str(e), str(o), str(s)] for f, (e, o, s) in fences.items()], threads]
+        [
+            [[f, str(e), str(o), str(s)] for f, (e, o, s) in fences.items()],
+            zgroups,
+            hgroups,
+            hsets,
+            out,
+            threads,
+        ]
     )
-    return [header, *ops]
+    return [header, *blobs]
 
 
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def commands(
-    argv: Sequence[str | bytes],
-) -> tuple[list[list[str]], list[list[str]], list[list[str]]]:
+def commands(argv: Sequence[bytes]) -> tuple[list[list[str]], list[list[str]], list[list[str]]]:
     """A payload read back as ``write_batch.lua`` reads it: (fences, the commands it
     runs in order, thread ops). For the unit tests' in-memory Redis and for reading
     what a batch writes."""
-    fences, threads = orjson.loads(argv[0])
-    args = [_text(a) for a in argv[1:]]
+    fences, zgroups, hgroups, hsets, out, threads = orjson.loads(argv[0])
     run: list[list[str]] = []
-    i = 0
-    while i < len(args):
-        op, n = args[i], int(args[i + 1])
-        if op == "C":
-            run.append(args[i + 2 : i + 2 + n])
-            i += 2 + n
-            continue
-        keys = args[i + 2 : i + 2 + n]
-        m = int(args[i + 2 + n])
-        pairs = args[i + 3 + n : i + 3 + n + 2 * m]
+    for keys, pairs in zgroups:
         for key in keys:
             for j in range(0, len(pairs), 2):
-                if op == "Z":
-                    run.append(["ZINCRBY", key, pairs[j + 1], pairs[j]])
-                else:
-                    run.append(["HINCRBY", key, pairs[j], pairs[j + 1]])
-        i += 3 + n + 2 * m
+                run.append(["ZINCRBY", key, str(pairs[j + 1]), pairs[j]])
+    for keys, pairs in hgroups:
+        for key in keys:
+            for j in range(0, len(pairs), 2):
+                run.append(["HINCRBY", key, pairs[j], str(pairs[j + 1])])
+    for key, name, index, *rest in hsets:
+        run.append(["HSET", key, name, argv[index - 1].decode(), *rest])
+    run.extend(out)
     return fences, run, threads
 
 
@@ -381,7 +377,7 @@ class StateWriter:
                 restore_seen(loaded, got, retention_seconds)
         return fences, states
 
-    async def write(self, batches: Sequence[tuple[str, str, Sequence[str | bytes]]]) -> None:
+    async def write(self, batches: Sequence[tuple[str, str, Sequence[bytes]]]) -> None:
         """Run ``write_batch.lua`` per (community, offsets key, payload), in one pipeline;
         :class:`Fenced` when a newer owner refused one (the others are written)."""
         if not batches:

@@ -64,7 +64,7 @@ class TimedWriter:
             self.load_seconds += time.perf_counter() - started
             self.loads += 1
 
-    async def write(self, batches: Sequence[tuple[str, str, Sequence[str | bytes]]]) -> None:
+    async def write(self, batches: Sequence[tuple[str, str, Sequence[bytes]]]) -> None:
         self.payload_bytes += sum(len(arg) for _, _, argv in batches for arg in argv)
         started = time.perf_counter()
         try:

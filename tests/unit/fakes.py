@@ -99,7 +99,7 @@ class FakeWriter:
             self.state(layout, member, None, retention_seconds) for layout, member in members
         ]
 
-    async def write(self, batches: Sequence[tuple[str, str, Sequence[str | bytes]]]) -> None:
+    async def write(self, batches: Sequence[tuple[str, str, Sequence[bytes]]]) -> None:
         if not batches:
             return  # as StateWriter: no round trip
         self.calls += 1
@@ -206,7 +206,7 @@ class FakeWriter:
         assert stored is not None  # noqa: S101 - for mypy's sake
         return stored
 
-    def _write(self, offsets_key: str, argv: Sequence[str | bytes]) -> tuple[str, ...]:
+    def _write(self, offsets_key: str, argv: Sequence[bytes]) -> tuple[str, ...]:
         """write_batch.lua."""
         fences, commands, threads = read_payload(argv)
         offsets = self.hashes.setdefault(offsets_key, {})
