@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import hiredis
 import orjson
 import redis
 import redis.asyncio as aioredis
@@ -31,15 +32,50 @@ def connect(url: str) -> redis.Redis:
     )
 
 
+class _HiredisPacking:
+    """Commands packed by hiredis, in C. redis-py's asyncio connection packs in Python,
+    joining a growing buffer once per argument: about 1 µs per argument, and a batch's
+    write and load calls carry thousands (the synchronous client uses hiredis already).
+    Arguments other than str, bytes and int (floats, for one) take redis-py's path, which
+    formats and checks them its own way."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if all(type(a) in _PACKABLE for a in args):
+            head = args[0]
+            if isinstance(head, str):
+                args = (*head.encode().split(), *args[1:])
+            elif b" " in head:
+                args = (*head.split(), *args[1:])
+            return [hiredis.pack_command(args)]
+        packed: list[bytes] = super().pack_command(*args)  # type: ignore[misc]
+        return packed
+
+
+_PACKABLE = frozenset((str, bytes, int))
+
+
+_PACKING: dict[type[Any], type[Any]] = {}
+
+
+def _hiredis_packing(base: type[Any]) -> type[Any]:
+    packing = _PACKING.get(base)
+    if packing is None:
+        packing = _PACKING[base] = type(f"Hiredis{base.__name__}", (_HiredisPacking, base), {})
+    return packing
+
+
 def connect_async(url: str) -> aioredis.Redis:
     """An asyncio client for the worker's hot path."""
-    return aioredis.Redis.from_url(
+    client = aioredis.Redis.from_url(
         url,
         decode_responses=True,
         socket_timeout=10,
         socket_connect_timeout=5,
         health_check_interval=30,
     )
+    pool = client.connection_pool
+    pool.connection_class = _hiredis_packing(pool.connection_class)
+    return client
 
 
 @dataclass(frozen=True, slots=True)
