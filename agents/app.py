@@ -211,7 +211,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             state["ping"] = connect(redis_url)
         return state["ping"].ping()
 
-    metrics.registry.register(CommunityHealthCollector(reader))
+    metrics.registry.register(CommunityHealthCollector(reader, packages=settings.pypi_packages))
 
     web.register(app, metrics, reader)
     app.pulse_metrics = metrics  # type: ignore[attr-defined]

@@ -126,17 +126,20 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
         )
         return EXIT_BAD_INPUT
     from agents.kafka_io import KafkaError, ensure_topics, make_producer
+    from agents.progress import Progress
 
     topic = args.topic or settings.activity_topics[0]
     try:
         ensure_topics(settings, extra=[topic])
         producer = make_producer(settings)
-        futures = [
-            producer.send(topic, key=activity.member_id.encode(), value=raw)
-            for _, raw, activity, _ in scanned
-            if activity is not None
-        ]
-        producer.flush(timeout=60)
+        futures = []
+        total = len(scanned) - len(bad)
+        with Progress(f"publishing to {topic}", total, unit="events") as progress:
+            for _, raw, activity, _ in scanned:
+                if activity is not None:
+                    futures.append(producer.send(topic, key=activity.member_id.encode(), value=raw))
+                    progress.advance()
+            producer.flush(timeout=60)
         for future in futures:
             future.get(timeout=30)
         producer.close()
@@ -300,7 +303,22 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    if args.kind == "pypi-downloads":
+        from agents.downloads import import_downloads
+
+        return import_downloads(args, settings)
+    if args.from_url:
+        raise CliError("--from-url is for pypi-downloads only", EXIT_USAGE)
+    if len(args.file) != 1:
+        raise CliError(f"import {args.kind} takes one FILE (or - for stdin)", EXIT_USAGE)
+    args.file = args.file[0]
     from agents.ingest import cmd_import as run
+
+    return run(args, settings)
+
+
+def cmd_packages(args: argparse.Namespace, settings: Settings) -> int:
+    from agents.downloads import cmd_packages as run
 
     return run(args, settings)
 
@@ -438,17 +456,21 @@ def backtest(path: str, settings: Settings, as_json: bool) -> int:
         day_seconds=10**10, week_seconds=10**10, month_seconds=10**10, window_seconds=10**10
     )
     history = Replay(replace(settings.policy, retention=keep), settings.redis_key_prefix)
+    from agents.progress import Progress
+
     valid = invalid = 0
     # The worker's checks, so a line the worker would dead-letter (an oversized one
     # too) is skipped here as invalid.
-    for _, _, activity, _ in scan_jsonl(
-        path, now, settings.max_future_skew, settings.max_message_bytes
-    ):
-        if activity is None:
-            invalid += 1
-            continue
-        history.feed((activity,))
-        valid += 1
+    with Progress("backtest", unit="lines") as progress:
+        for _, _, activity, _ in scan_jsonl(
+            path, now, settings.max_future_skew, settings.max_message_bytes
+        ):
+            progress.advance()
+            if activity is None:
+                invalid += 1
+                continue
+            history.feed((activity,))
+            valid += 1
     awards = sorted(
         (
             {
@@ -680,13 +702,33 @@ def _add_source_commands(
     p.add_argument("--since", help="pypi: only versions uploaded after this day or time")
     publishing(p)
 
-    p = add("import", cmd_import, "normalize a conference or survey export and publish it")
-    p.add_argument("kind", choices=("checkins", "volunteers", "feedback"))
-    p.add_argument("file", help="CSV with a header line (feedback: also JSON), or - for stdin")
+    p = add(
+        "import",
+        cmd_import,
+        "normalize a conference or survey export and publish it; or load PyPI download "
+        "counts into Redis",
+    )
+    p.add_argument("kind", choices=("checkins", "volunteers", "feedback", "pypi-downloads"))
+    p.add_argument(
+        "file",
+        nargs="*",
+        help="CSV with a header line (feedback: also JSON), or - for stdin; pypi-downloads: "
+        "pypistats.org overall/recent JSON or BigQuery CSV (date,project,downloads) files",
+    )
+    p.add_argument(
+        "--from-url",
+        metavar="URL",
+        help="pypi-downloads: fetch every configured package from this pypistats.org-"
+        "compatible API (e.g. https://pypistats.org) instead of files",
+    )
     p.add_argument("--community", help="community of rows without a community column")
     p.add_argument("--event", help="conference id of rows without an event column")
     p.add_argument("--timezone", help="zone of times without an offset, e.g. America/New_York")
     publishing(p)
+
+    p = add("packages", cmd_packages, "PyPI downloads of the configured packages: 1d, 7d, 30d")
+    p.add_argument("--community", action="append", help="only this community (repeatable)")
+    p.add_argument("--json", action="store_true", help="JSON output")
 
     p = add("simulate", cmd_simulate, "simulate a believable community, to a file or Kafka")
     p.add_argument("--communities", default="3", help="a number, or comma-separated names")

@@ -255,7 +255,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     if args.dry_run:
         print(f"would replay {len(good)} event(s) to {topic}; {len(problems)} still invalid")
         return EXIT_OK
-    sent = publish(settings, topic, good) if good else 0
+    sent = publish(settings, topic, good, total=len(good)) if good else 0
     still = f"; {len(problems)} still invalid (left in the DLQ)" if problems else ""
     print(f"replayed {sent} event(s) to {topic}{still}")
     return EXIT_OK

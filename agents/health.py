@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client.core import (
-    CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
@@ -21,6 +20,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from agents.store import Reader
+from streams.downloads import Health
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,12 @@ class CommunityHealthCollector(Collector):
         reader: Callable[[], Reader],
         clock: Callable[[], float] = time.time,
         prefix: str = "pulse",
+        packages: Mapping[str, str] | None = None,
     ) -> None:
         self._reader = reader
+        # PyPI project -> community (PULSE_PYPI_PACKAGES): the only package labels.
+        self._packages = dict(packages or {})
+        self._package_rows: list[tuple[str, str, Health | None, dict[str, int]]] = []
         self._clock = clock
         self._prefix = prefix
         # The last figures read, served (marked stale) while Redis cannot be read.
@@ -117,23 +121,27 @@ class CommunityHealthCollector(Collector):
             f"{p}_community_first_response_seconds",
             "Seconds from a forum post or GitHub issue to the first reply by someone else.",
         )
-        events = CounterMetricFamily(
-            f"{p}_community_events",
-            "Events applied, all time.",
-            labels=["community", "type", "source"],
-        )
-        badges = CounterMetricFamily(
-            f"{p}_community_badges_awarded",
-            "Badges awarded.",
-            labels=["community", "badge", "tier"],
-        )
         segments = GaugeMetricFamily(
-            f"{p}_members", "Members per segment.", labels=["community", "segment"]
+            f"{p}_community_segment_members",
+            "Members per segment.",
+            labels=["community", "segment"],
         )
-        flags = CounterMetricFamily(
-            f"{p}_community_moderation_flags",
-            "Moderation flags raised.",
-            labels=["community", "rule"],
+        downloads = GaugeMetricFamily(
+            f"{p}_package_downloads",
+            "PyPI downloads of a configured package over the window (1d, 7d, 30d) ending "
+            "on its newest imported day.",
+            labels=["community", "package", "window"],
+        )
+        change = GaugeMetricFamily(
+            f"{p}_package_downloads_week_over_week",
+            "The last 7 days' PyPI downloads over the 7 before, minus 1 (0.25: 25% more); "
+            "absent when the week before had none.",
+            labels=["community", "package"],
+        )
+        newest = GaugeMetricFamily(
+            f"{p}_package_downloads_newest_day_timestamp_seconds",
+            "Start (UTC midnight) of the newest imported day of a package's downloads.",
+            labels=["community", "package"],
         )
         stale = GaugeMetricFamily(
             f"{p}_community_health_stale",
@@ -148,6 +156,8 @@ class CommunityHealthCollector(Collector):
         try:
             reader = self._reader()
             self._figures = [(c, reader.health(c, now)) for c in reader.communities()]
+            if self._packages:
+                self._package_rows = reader.package_health(self._packages)
             self._read_at = now
             stale.add_metric([], 0)
         except Exception as exc:  # noqa: BLE001 - a scrape must answer even when Redis does not
@@ -175,16 +185,20 @@ class CommunityHealthCollector(Collector):
             for kind, fields in h["first_response"].items():
                 buckets, total = first_response_buckets(fields)
                 first_response.add_metric([community, kind], buckets, total)
-            for (kind, source), value in sorted(h["events"].items()):
-                events.add_metric([community, kind, source], value)
-            for field, value in sorted(h["awards"].items()):
-                badge, _, tier = field.partition(":")
-                badges.add_metric([community, badge, tier], value)
             for segment, value in h["segments"].items():
                 segments.add_metric([community, segment], value)
-            for rule, value in sorted(h["flags"].items()):
-                flags.add_metric([community, rule], value)
+        for community, project, windows, _ in self._package_rows:
+            if windows is None:
+                continue
+            for window, value in windows.windows.items():
+                downloads.add_metric([community, project, window], value)
+            if windows.week_over_week is not None:
+                change.add_metric([community, project], windows.week_over_week)
+            newest.add_metric([community, project], windows.newest_day * 86400)
         yield from (
+            downloads,
+            change,
+            newest,
             stale,
             age,
             members,
@@ -196,8 +210,5 @@ class CommunityHealthCollector(Collector):
             rating,
             responses,
             first_response,
-            events,
-            badges,
             segments,
-            flags,
         )

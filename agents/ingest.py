@@ -313,9 +313,12 @@ def publish(
     topic: str,
     messages: Iterable[Message],
     rate: float | None = None,
+    total: int | None = None,
 ) -> int:
-    """Send every message to ``topic`` and return once the broker acknowledged them all."""
+    """Send every message to ``topic`` and return once the broker acknowledged them all
+    (progress on a terminal: ``total`` messages, when known)."""
     from agents.kafka_io import KafkaError, ensure_topics, make_producer
+    from agents.progress import Progress
 
     if topic == settings.dlq_topic:
         raise CliError(f"refusing to publish activity to the dead-letter topic {topic}", EXIT_USAGE)
@@ -326,15 +329,17 @@ def publish(
         ensure_topics(settings, extra=[topic])
         producer = make_producer(settings)
         started = time.monotonic()
-        for key, value, headers in messages:
-            if rate:
-                delay = started + sent / rate - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-            future = producer.send(topic, key=key, value=value, headers=headers or None)
-            future.add_errback(failures.append)
-            sent += 1
-        producer.flush(timeout=60)
+        with Progress(f"publishing to {topic}", total, unit="messages") as progress:
+            for key, value, headers in messages:
+                if rate:
+                    delay = started + sent / rate - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                future = producer.send(topic, key=key, value=value, headers=headers or None)
+                future.add_errback(failures.append)
+                sent += 1
+                progress.advance()
+            producer.flush(timeout=60)
         producer.close()
     except KafkaError as exc:
         raise CliError(
@@ -367,7 +372,10 @@ def _finish(args: argparse.Namespace, settings: Settings, result: Normalization,
         out.flush()
         return EXIT_OK
     sent = publish(
-        settings, topic, ((e["member_id"].encode(), orjson.dumps(e), []) for e in result.events)
+        settings,
+        topic,
+        ((e["member_id"].encode(), orjson.dumps(e), []) for e in result.events),
+        total=len(result.events),
     )
     print(f"published {sent} events to {topic}")
     return EXIT_OK
@@ -444,7 +452,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
                 handle.flush()
     else:
         where = args.topic or settings.activity_topics[0]
-        publish(settings, where, messages(), rate=args.rate)
+        publish(settings, where, messages(), rate=args.rate, total=scenario.events)
     valid = sum(kinds.values())
     detail = ", ".join(f"{k}={v}" for k, v in sorted(kinds.items()))
     print(

@@ -20,8 +20,8 @@ class PulseMetrics:
     def __init__(self, registry: CollectorRegistry, prefix: str = "pulse") -> None:
         self.registry = registry
         self.events_processed = Counter(
-            f"{prefix}_events_processed",
-            "Valid events applied to Redis for the first time.",
+            f"{prefix}_community_events",
+            "Valid events applied to Redis for the first time, by this worker.",
             ("community", "type"),
             registry=registry,
         )
@@ -32,13 +32,13 @@ class PulseMetrics:
             registry=registry,
         )
         self.events_duplicate = Counter(
-            f"{prefix}_events_duplicate",
+            f"{prefix}_community_events_duplicate",
             "Valid events skipped because their event_id was already applied.",
             ("community",),
             registry=registry,
         )
         self.events_late = Counter(
-            f"{prefix}_events_late",
+            f"{prefix}_community_events_late",
             "Events with at least one period or window bucket already past retention.",
             ("community",),
             registry=registry,
@@ -62,7 +62,7 @@ class PulseMetrics:
             registry=registry,
         )
         self.badges_awarded = Counter(
-            f"{prefix}_badges_awarded",
+            f"{prefix}_community_badges_awarded",
             "Badge awards recorded and published.",
             ("community", "badge", "tier"),
             registry=registry,
@@ -73,19 +73,19 @@ class PulseMetrics:
             registry=registry,
         )
         self.events_moderated = Counter(
-            f"{prefix}_events_moderated",
+            f"{prefix}_community_events_moderated",
             "Chat messages over a moderation limit: no points, no badges.",
             ("community",),
             registry=registry,
         )
         self.moderation_flags = Counter(
-            f"{prefix}_moderation_flags",
+            f"{prefix}_community_moderation_flags",
             "Moderation flags raised and published.",
             ("community", "rule"),
             registry=registry,
         )
         self.segment_changes = Counter(
-            f"{prefix}_segment_changes",
+            f"{prefix}_community_segment_changes",
             "Segment changes published.",
             ("community", "from", "to"),
             registry=registry,

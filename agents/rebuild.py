@@ -41,6 +41,7 @@ import orjson
 import redis
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry
+from prometheus_client.metrics import MetricWrapperBase
 
 from agents.kafka_io import KafkaError, client_options, make_producer
 from agents.metrics import PulseMetrics
@@ -52,6 +53,7 @@ from agents.processor import (
     MessageSink,
     Record,
 )
+from agents.progress import Progress
 from agents.settings import Settings
 from agents.store import connect, connect_async
 from agents.writer import StateWriter
@@ -252,6 +254,8 @@ class TopicReader:
         self._consumer.assign(self.partitions)
         self._end: dict[TopicPartition, int] = {}
         self._open: set[TopicPartition] = set()
+        # Records between the start and the end offsets (set by start()).
+        self.total = 0
 
     def start(self, since: float | None) -> None:
         """Fix the end offsets now; start at the beginning, or at records newer than
@@ -270,6 +274,9 @@ class TopicReader:
             consumer.seek(tp, min(starts[tp], self._end[tp]))
         self._open = {tp for tp in self.partitions if starts[tp] < self._end[tp]}
         consumer.pause(*(set(self.partitions) - self._open))
+        self.total = sum(
+            max(0, self._end[tp] - min(starts[tp], self._end[tp])) for tp in self.partitions
+        )
 
     @property
     def done(self) -> bool:
@@ -316,6 +323,7 @@ async def _replay(
         clock=clock,
     )
     processor.adopt([(tp.topic, tp.partition) for tp in reader.partitions])
+    progress = Progress("rebuild", reader.total, unit="records")
     try:
         # Fetch the next batch while Redis applies this one.
         fetching = asyncio.create_task(asyncio.to_thread(reader.poll))
@@ -329,19 +337,22 @@ async def _replay(
             report.records_selected += len(chosen)
             if chosen:
                 await processor.process(chosen)
+            progress.advance(len(records))
             if finished:
                 break
     finally:
+        progress.close()
         await client.aclose()
     report.invalid = dict(letters.reasons)
     return metrics
 
 
-def _per_community(metrics: PulseMetrics, name: str) -> dict[str, int]:
+def _per_community(counter: MetricWrapperBase) -> dict[str, int]:
+    """A per-community counter's totals by community."""
     totals: Counter[str] = Counter()
-    for family in metrics.registry.collect():
+    for family in counter.collect():
         for sample in family.samples:
-            if sample.name == f"pulse_{name}_total":
+            if sample.name.endswith("_total"):
                 totals[sample.labels["community"]] += int(sample.value)
     return dict(totals)
 
@@ -404,9 +415,9 @@ def rebuild(
     if awards is not None:
         report.awards_published = awards.published
         report.awards_already_published = awards.skipped
-    report.applied = _per_community(metrics, "events_processed")
-    report.duplicates = _per_community(metrics, "events_duplicate")
-    report.late = _per_community(metrics, "events_late")
+    report.applied = _per_community(metrics.events_processed)
+    report.duplicates = _per_community(metrics.events_duplicate)
+    report.late = _per_community(metrics.events_late)
     report.seconds = time.monotonic() - started
     return report
 

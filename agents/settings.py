@@ -16,6 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from streams.activity import COMMUNITY_RE
 from streams.badges import Badge, CatalogError, default_catalog, load_catalog
+from streams.downloads import PROJECT_RE
+from streams.downloads import normalize as normalize_project
 from streams.keys import PREFIX_RE
 from streams.moderation import ModerationPolicy
 from streams.policy import Policy, Retention
@@ -131,6 +133,7 @@ ENV: Final[dict[str, str]] = {
     "discord_communities": "PULSE_DISCORD_COMMUNITIES",
     "discord_channels": "PULSE_DISCORD_CHANNELS",
     "discourse_communities": "PULSE_DISCOURSE_COMMUNITIES",
+    "pypi_packages": "PULSE_PYPI_PACKAGES",
 }
 
 SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -172,6 +175,12 @@ def _ingest_values(
     for name in ("github_communities", "discord_communities", "discourse_communities"):
         if (text := raw(name)) is not None:
             values[name] = parse_mapping(name, text, community, "a community name")
+    if (text := raw("pypi_packages")) is not None:
+        packages = parse_mapping("pypi_packages", text, community, "a community name")
+        for name in packages:
+            if PROJECT_RE.fullmatch(name) is None:
+                raise ConfigError(f"{ENV['pypi_packages']}: {name!r} is not a PyPI project name")
+        values["pypi_packages"] = {normalize_project(k): v for k, v in packages.items()}
     if (text := raw("discord_channels")) is not None:
         values["discord_channels"] = parse_mapping(
             "discord_channels",
@@ -262,6 +271,8 @@ class Settings:
     discord_communities: Mapping[str, str] = field(default_factory=dict)
     discord_channels: Mapping[str, str] = field(default_factory=dict)
     discourse_communities: Mapping[str, str] = field(default_factory=dict)
+    # PyPI project (PEP 503 normal form) -> community, for download health.
+    pypi_packages: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -592,4 +603,5 @@ class Settings:
                     "communities": dict(self.discourse_communities),
                 },
             },
+            "pypi_downloads": {"packages": dict(self.pypi_packages)},
         }

@@ -5,6 +5,7 @@ The worker's writes are in :mod:`agents.writer`. Both use the same :class:`KeyLa
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ import redis.asyncio as aioredis
 
 from agents.writer import STATE_FIELD, decode_state
 from streams.badges import award_id
+from streams.downloads import Health, health
 from streams.keys import KeyLayout
 from streams.periods import PERIODS, format_instant, period_bucket
 from streams.segments import SegmentPolicy, score_days
@@ -311,6 +313,25 @@ class Reader:
             },
             "flags": {k: int(v) for k, v in flags.items()},
         }
+
+    def package_health(
+        self, packages: Mapping[str, str]
+    ) -> list[tuple[str, str, Health | None, dict[str, int]]]:
+        """(community, project, download windows or None, pypistats' recent totals) per
+        configured package (``project -> community``), in one round trip."""
+        rows = sorted((community, project) for project, community in packages.items())
+        pipe = self._client.pipeline(transaction=False)
+        for community, project in rows:
+            layout = self.layout(community)
+            pipe.hgetall(layout.package_daily(project))
+            pipe.hgetall(layout.package_recent(project))
+        replies = pipe.execute()
+        out = []
+        for index, (community, project) in enumerate(rows):
+            daily, recent = replies[2 * index], replies[2 * index + 1]
+            windows = health({int(d): int(n) for d, n in daily.items()})
+            out.append((community, project, windows, {k: int(v) for k, v in recent.items()}))
+        return out
 
     def community_counts(self, community: str) -> dict[str, int]:
         raw = self._client.hgetall(self.layout(community).counts())

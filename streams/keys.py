@@ -35,6 +35,8 @@ a community's keys live in one slot and one Lua call can touch them::
     {prefix}:{<community>}:mod:burst:<flag_id>      list: event ids attached to a flag
     {prefix}:{<community>}:flags[:outbox]           hash of flag records / unpublished ids
     {prefix}:{<community>}:mod:counts               hash: rule -> flags
+    {prefix}:{<community>}:pypi:daily:<project>     hash: UTC day number -> downloads
+    {prefix}:{<community>}:pypi:recent:<project>    hash: last_day/last_week/last_month
 
 Leaderboard scores are stored negated, so that Redis's ascending order (score, then
 member bytes) gives "most points first, ties by member_id ascending".
@@ -180,6 +182,13 @@ class KeyLayout:
 
     def flag_outbox(self) -> str:
         return f"{self.base}:flags:outbox"
+
+    def package_daily(self, project: str) -> str:
+        """``project`` in its PEP 503 normal form, validated by streams.downloads."""
+        return f"{self.base}:pypi:daily:{project}"
+
+    def package_recent(self, project: str) -> str:
+        return f"{self.base}:pypi:recent:{project}"
 
     def moderation_counts(self) -> str:
         return f"{self.base}:mod:counts"

@@ -79,7 +79,7 @@ fi
 sample="$LOCAL_DIR/demo/activity-$(date -u +%Y%m%dT%H%M%SZ).jsonl"
 mkdir -p "$(dirname "$sample")"
 # Applied or held back by moderation (the sample has chat floods and cross-posts).
-settled() { echo $(($(metric_sum pulse_events_processed_total) + $(metric_sum pulse_events_moderated_total))); }
+settled() { echo $(($(metric_sum pulse_community_events_total) + $(metric_sum pulse_community_events_moderated_total))); }
 before=$(settled)
 "$PULSE" simulate --communities 3 --members 300 --days 10 --events "$EVENTS" --seed "$(date +%s)" --out "$sample"
 echo "demo: publishing the valid events of $sample (malformed lines are skipped; reasons in $sample.invalid)"
@@ -119,10 +119,10 @@ echo "== from $METRICS_URL (all communities) =="
 curl -fsS "$METRICS_URL" | awk '
     /^#/ { next }
     { name = $1; sub(/[{].*/, "", name); total[name] += $NF }
-    $1 ~ /^pulse_members[{]/ && $1 ~ /community="pycon-us"/ { split($1, a, "segment=\""); split(a[2], b, "\""); seg[b[1]] = $NF }
+    $1 ~ /^pulse_community_segment_members[{]/ && $1 ~ /community="pycon-us"/ { split($1, a, "segment=\""); split(a[2], b, "\""); seg[b[1]] = $NF }
     END {
-        n = split("pulse_events_processed_total pulse_events_moderated_total pulse_events_invalid_total pulse_events_duplicate_total pulse_badges_awarded_total pulse_moderation_flags_total pulse_segment_changes_total", names, " ")
-        for (i = 1; i <= n; i++) printf "  %-34s %d\n", names[i], total[names[i]]
+        n = split("pulse_community_events_total pulse_community_events_moderated_total pulse_events_invalid_total pulse_community_events_duplicate_total pulse_community_badges_awarded_total pulse_community_moderation_flags_total pulse_community_segment_changes_total", names, " ")
+        for (i = 1; i <= n; i++) printf "  %-40s %d\n", names[i], total[names[i]]
         printf "  pycon-us segments: beginner %d, intermediate %d, advanced %d\n", seg["beginner"], seg["intermediate"], seg["advanced"]
     }' || true
 echo

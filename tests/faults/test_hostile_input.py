@@ -168,15 +168,15 @@ def test_a_huge_burst_from_one_member_is_counted_exactly_with_bounded_keys(lab: 
     def done() -> bool:
         text = worker.metrics()
         return (
-            metric_value(text, "pulse_events_processed_total")
-            + metric_value(text, "pulse_events_moderated_total")
+            metric_value(text, "pulse_community_events_total")
+            + metric_value(text, "pulse_community_events_moderated_total")
             == total
         )
 
     wait_for(done, 150, "the burst to be applied")
     print(f"{total} events in {time.monotonic() - started:.1f}s")
     text = worker.metrics()
-    moderated = metric_value(text, "pulse_events_moderated_total")
+    moderated = metric_value(text, "pulse_community_events_moderated_total")
     assert 0 < moderated < len(chat)
     client = lab.redis()
     profile = client.hgetall(f"{lab.prefix}:{{pycon-us}}:member:flooder")
@@ -208,7 +208,7 @@ def test_events_from_2099_are_rejected_and_from_1970_counted_without_dated_keys(
     lab.send([message(future, "in_future"), message(past)])
     lab.wait_caught_up()
     assert check_dead_letters(lab) == 0
-    assert metric_value(worker.metrics(), "pulse_events_late_total") == 1
+    assert metric_value(worker.metrics(), "pulse_community_events_late_total") == 1
     client = lab.redis()
     keys = sorted(k.removeprefix(lab.prefix) for k in client.scan_iter(match=f"{lab.prefix}:*"))
     print(keys)

@@ -13,11 +13,11 @@ def test_broker_restarts_mid_stream_the_worker_reconnects_and_catches_up(lab: La
     worker = lab.start_worker()
     broker = lab.stack.broker
     for seed, stop in ((71, broker.stop), (72, broker.kill)):
-        before = metric_value(worker.metrics(), "pulse_events_processed_total")
+        before = metric_value(worker.metrics(), "pulse_community_events_total")
         feed = lab.feed(make_stream(2500, seed=seed, now=time.time()), seconds=8)
         wait_for(
             lambda b=before: (
-                metric_value(worker.metrics(), "pulse_events_processed_total") > b + 50
+                metric_value(worker.metrics(), "pulse_community_events_total") > b + 50
             ),
             30,
             "the worker to apply events",

@@ -62,7 +62,7 @@ def test_worker_uses_sasl_and_a_redis_acl_user_from_the_environment(lab: Lab) ->
         if event is not None and (event["community"], event["event_id"]) not in seen:
             seen.add((event["community"], event["event_id"]))
             expected[event["type"]] += 1
-    applied = metric_value(worker.metrics(), "pulse_events_processed_total")
+    applied = metric_value(worker.metrics(), "pulse_community_events_total")
     assert applied == sum(expected.values())
     client = lab.redis()
     assert client.acl_whoami() == "default"

@@ -45,7 +45,7 @@ def test_scaling_from_one_to_three_workers_and_back_equals_one_clean_pass(lab: L
     # Each worker had partitions and applied events: the group really rebalanced.
     for worker in (first, second, third):
         wait_for(
-            lambda w=worker: metric_value(w.metrics(), "pulse_events_processed_total") > 0,
+            lambda w=worker: metric_value(w.metrics(), "pulse_community_events_total") > 0,
             30,
             f"worker {worker.index} to apply events",
         )
@@ -109,7 +109,7 @@ def test_a_zombie_paused_across_a_rebalance_writes_nothing_when_it_wakes(lab: La
     lab.send(make_stream(20000, seed=11, now=time.time()))
     zombie = lab.start_worker()
     wait_for(
-        lambda: metric_value(zombie.metrics(), "pulse_events_processed_total") > 300,
+        lambda: metric_value(zombie.metrics(), "pulse_community_events_total") > 300,
         60,
         "the first worker to apply events",
     )
@@ -119,7 +119,7 @@ def test_a_zombie_paused_across_a_rebalance_writes_nothing_when_it_wakes(lab: La
         # The paused worker misses its heartbeats; after the session timeout (30 s) the
         # group hands every partition to the new owner, which applies events.
         wait_for(
-            lambda: metric_value(owner.metrics(), "pulse_events_processed_total") > 300,
+            lambda: metric_value(owner.metrics(), "pulse_community_events_total") > 300,
             90,
             "the new owner to take the partitions over",
         )

@@ -79,6 +79,8 @@ class Sandbox:
     segments_topic: str = ""
     moderation_topic: str = ""
     prefix: str = ""
+    # More PULSE_* settings for this test's workers and CLI calls.
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     data_dir: str = ""
 
@@ -110,6 +112,7 @@ class Sandbox:
                 "PULSE_LOG_LEVEL": "INFO",
                 "PULSE_DATA_DIR": self.data_dir,
                 "PULSE_BATCH_WITHIN_SECONDS": "0.05",
+                **self.extra_env,
             }
         )
         return env

@@ -98,7 +98,7 @@ def test_each_badge_is_awarded_once_across_replay_and_restart(
     events, expected = scenario(time.time())
     sandbox.send_events(events)
     wait_for(
-        lambda: metric_value(sandbox.metrics(), "pulse_events_processed_total") == len(events),
+        lambda: metric_value(sandbox.metrics(), "pulse_community_events_total") == len(events),
         90,
         "every event to be processed",
     )
@@ -122,14 +122,16 @@ def test_each_badge_is_awarded_once_across_replay_and_restart(
     assert silver["awarded_at"] == helper_events[24]["occurred_at"]
     assert silver["badge_name"] == "Helper"
     assert sum(
-        metric_value(sandbox.metrics(), "pulse_badges_awarded_total", badge=b)
+        metric_value(sandbox.metrics(), "pulse_community_badges_awarded_total", badge=b)
         for b in {b for _, b, _ in expected}
     ) == len(expected)
 
     # The same events again, then a fresh worker process on the same group.
     sandbox.send_events(events)
     wait_for(
-        lambda: metric_value(sandbox.metrics(), "pulse_events_duplicate_total") == len(events),
+        lambda: (
+            metric_value(sandbox.metrics(), "pulse_community_events_duplicate_total") == len(events)
+        ),
         90,
         "the replay to be recognised",
     )
@@ -137,7 +139,7 @@ def test_each_badge_is_awarded_once_across_replay_and_restart(
     second = start_worker()
     sandbox.send_events(events[:50])
     wait_for(
-        lambda: metric_value(sandbox.metrics(), "pulse_events_duplicate_total") == 50,
+        lambda: metric_value(sandbox.metrics(), "pulse_community_events_duplicate_total") == 50,
         90,
         "the restarted worker to see the redelivered events",
     )

@@ -105,8 +105,8 @@ def github_delivery(now: float) -> tuple[bytes, dict[str, str]]:
 def settled(sandbox: Sandbox) -> float:
     """Events applied or held back by moderation (the simulator writes floods)."""
     text = sandbox.metrics()
-    return metric_value(text, "pulse_events_processed_total") + metric_value(
-        text, "pulse_events_moderated_total"
+    return metric_value(text, "pulse_community_events_total") + metric_value(
+        text, "pulse_community_events_moderated_total"
     )
 
 
@@ -144,8 +144,8 @@ def test_signed_webhooks_reach_the_worker_and_a_redelivery_counts_once(
     def settled() -> bool:
         text = sandbox.metrics()
         return (
-            metric_value(text, "pulse_events_processed_total") == 2
-            and metric_value(text, "pulse_events_duplicate_total") == 1
+            metric_value(text, "pulse_community_events_total") == 2
+            and metric_value(text, "pulse_community_events_duplicate_total") == 1
         )
 
     wait_for(settled, 60, "two events applied and one duplicate")
@@ -252,7 +252,9 @@ def test_malformed_lines_are_dead_lettered_and_fixed_ones_replayed(
     # Replaying the same fix again changes nothing: the worker knows those event ids.
     assert sandbox.pulse("dlq", "replay", "--from-file", str(path)).returncode == 0
     wait_for(
-        lambda: metric_value(sandbox.metrics(), "pulse_events_duplicate_total") >= len(fixed),
+        lambda: (
+            metric_value(sandbox.metrics(), "pulse_community_events_duplicate_total") >= len(fixed)
+        ),
         60,
         "the second replay to be recognised as duplicates",
     )

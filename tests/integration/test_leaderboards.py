@@ -154,7 +154,7 @@ def loaded(
     )
     sandbox.send_events(events)
     wait_for(
-        lambda: metric_value(sandbox.metrics(), "pulse_events_processed_total") == COUNT,
+        lambda: metric_value(sandbox.metrics(), "pulse_community_events_total") == COUNT,
         120,
         f"{COUNT} events to be processed",
     )
@@ -171,11 +171,11 @@ def test_every_view_matches_a_recomputation_and_replay_changes_nothing(
 
     sandbox.send_events(events)  # redeliver everything
     wait_for(
-        lambda: metric_value(sandbox.metrics(), "pulse_events_duplicate_total") == COUNT,
+        lambda: metric_value(sandbox.metrics(), "pulse_community_events_duplicate_total") == COUNT,
         120,
         "the replay to be recognised as duplicates",
     )
-    assert metric_value(sandbox.metrics(), "pulse_events_processed_total") == COUNT
+    assert metric_value(sandbox.metrics(), "pulse_community_events_total") == COUNT
     check_everything(sandbox, events, now)
 
 

@@ -63,7 +63,7 @@ def test_valid_events_are_counted_invalid_ones_dead_lettered_and_metrics_exporte
     for community, counts in expected.items():
         for kind, count in counts.items():
             assert (
-                metric_value(text, "pulse_events_processed_total", community=community, type=kind)
+                metric_value(text, "pulse_community_events_total", community=community, type=kind)
                 == count
             )
     for reason, count in Counter(reason for _, reason in INVALID).items():
@@ -84,9 +84,9 @@ def test_redelivered_events_change_nothing(
     before = {c: redis_counts(sandbox, c) for c in ("pycon-us", "django")}
     sandbox.send_events(valid)  # the same event_ids again
     wait_for(
-        lambda: metric_value(sandbox.metrics(), "pulse_events_duplicate_total") == 40,
+        lambda: metric_value(sandbox.metrics(), "pulse_community_events_duplicate_total") == 40,
         60,
         "the redelivery to be recognised",
     )
     assert {c: redis_counts(sandbox, c) for c in ("pycon-us", "django")} == before
-    assert metric_value(sandbox.metrics(), "pulse_events_processed_total") == 40
+    assert metric_value(sandbox.metrics(), "pulse_community_events_total") == 40

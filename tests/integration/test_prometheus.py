@@ -258,8 +258,13 @@ class Expected:
 def consumed(sandbox: Sandbox) -> float:
     text = sandbox.metrics()
     return sum(
-        metric_value(text, f"pulse_events_{outcome}_total")
-        for outcome in ("processed", "moderated", "duplicate", "invalid")
+        metric_value(text, name)
+        for name in (
+            "pulse_community_events_total",
+            "pulse_community_events_moderated_total",
+            "pulse_community_events_duplicate_total",
+            "pulse_events_invalid_total",
+        )
     )
 
 
@@ -279,9 +284,9 @@ class Publisher:
         wait_for(lambda: consumed(self.sandbox) == self.sent, 60, "the worker to catch up")
 
     def scraped(self) -> None:
-        total = metric_value(self.sandbox.metrics(), "pulse_events_processed_total")
+        total = metric_value(self.sandbox.metrics(), "pulse_community_events_total")
         wait_for(
-            lambda: self.prometheus.query(f"sum(pulse_events_processed_total) == {total}") != [],
+            lambda: self.prometheus.query(f"sum(pulse_community_events_total) == {total}") != [],
             15,
             "prometheus to scrape the worker's latest figures",
         )
@@ -291,13 +296,31 @@ def test_every_dashboard_query_returns_data_and_the_gauges_match_the_events(
     sandbox: Sandbox,
     start_worker: Callable[[], Worker],
     prometheus: Prometheus,
+    tmp_path: Path,
 ) -> None:
+    sandbox.extra_env["PULSE_PYPI_PACKAGES"] = f"requests={COMMUNITY},Flask={COMMUNITY}"
     start_worker()
     wait_for(
         lambda: prometheus.query('up{job="community-pulse"} == 1') != [],
         30,
         "prometheus to scrape the worker",
     )
+    # Two weeks of PyPI downloads (a BigQuery export), imported twice: the same figures.
+    newest = int(time.time() // 86400) - 1
+    rows = [(newest - back, "requests", 1000 if back >= 7 else 400) for back in range(14)]
+    rows.append((newest, "flask", 50))
+    export = tmp_path / "downloads.csv"
+    export.write_text(
+        "date,project,downloads\n"
+        + "".join(
+            f"{time.strftime('%Y-%m-%d', time.gmtime(day * 86400))},{name},{n}\n"
+            for day, name, n in rows
+        )
+    )
+    for _ in range(2):
+        imported = sandbox.pulse("import", "pypi-downloads", str(export))
+        assert imported.returncode == 0, imported.stderr
+    assert "imported 15 day(s) of 2 package(s): flask, requests" in imported.stdout
     publish = Publisher(sandbox, prometheus)
     # Replies go in a wave after their threads: the two members' events travel on
     # different partitions, so a reply sent together with its thread may be applied
@@ -317,22 +340,37 @@ def test_every_dashboard_query_returns_data_and_the_gauges_match_the_events(
         "the worker's first consumer-lag measurement",
     )
 
-    # Every panel of both dashboards, as Grafana would ask for it.
-    empty: list[str] = []
-    checked = 0
+    # Every panel of both dashboards, as Grafana would ask for it: with one community
+    # chosen, and (where the variable allows several) with "All" (Grafana's `.*`).
+    queries: list[tuple[str, str]] = []
     for path in sorted(DASHBOARDS.glob("*.json")):
         board = json.loads(path.read_text())
         for panel in board["panels"]:
             for target in panel.get("targets", []):
-                expr = target["expr"].replace("$community", COMMUNITY)
-                for macro, value in MACROS.items():
-                    expr = expr.replace(macro, value)
-                assert "$" not in expr, expr
-                values = [float(s["value"][1]) for s in prometheus.query(expr)]
-                checked += 1
-                if not any(not math.isnan(v) for v in values):
-                    empty.append(f"{board['title']} / {panel['title']}: {expr} -> {values}")
-    assert checked >= 50
+                choices = [COMMUNITY]
+                if '=~"$community"' in target["expr"]:
+                    choices.append(".*")
+                for community in choices:
+                    expr = target["expr"].replace("$community", community)
+                    for macro, value in MACROS.items():
+                        expr = expr.replace(macro, value)
+                    assert "$" not in expr, expr
+                    queries.append((f"{board['title']} / {panel['title']}", expr))
+    assert len(queries) >= 60
+
+    def without_data() -> list[str]:
+        empty = []
+        for title, expr in queries:
+            values = [float(s["value"][1]) for s in prometheus.query(expr)]
+            if not any(not math.isnan(v) for v in values):
+                empty.append(f"{title}: {expr} -> {values}")
+        return empty
+
+    # A rate needs two scrapes (5 s apart) of a series after it appeared: a dashboard
+    # refreshed a few seconds after the burst shows every panel.
+    deadline = time.monotonic() + 20
+    while (empty := without_data()) and time.monotonic() < deadline:
+        time.sleep(2)
     assert empty == [], "panels without data:\n" + "\n".join(empty)
 
     # Every alert rule loaded and evaluated without error on the real series.
@@ -350,7 +388,7 @@ def test_every_dashboard_query_returns_data_and_the_gauges_match_the_events(
         expected.last_seen
     )
     assert prometheus.by_label(
-        f"sum by (type) (max by (type, source) (pulse_community_events_total{{{selector}}}))",
+        f"sum by (type) (pulse_community_events_total{{{selector}}})",
         "type",
     ) == pytest.approx(expected.by_type())
     active = f'pulse_community_active_members{{{selector}, window="7d"}}'
@@ -381,9 +419,15 @@ def test_every_dashboard_query_returns_data_and_the_gauges_match_the_events(
         f"max by (kind) (pulse_community_first_response_seconds_count{{{selector}}})", "kind"
     ) == {"forum": 2.0, "github": 2.0}
     assert prometheus.by_label(
-        f"max by (rule) (pulse_community_moderation_flags_total{{{selector}}})", "rule"
+        f"sum by (rule) (pulse_community_moderation_flags_total{{{selector}}})", "rule"
     ) == {"flood": 1.0, "cross-post": 1.0}
-    assert prometheus.value("sum(pulse_events_moderated_total)") == len(moderated)
-    assert prometheus.value("sum(pulse_events_duplicate_total)") == len(duplicates)
+    assert prometheus.value("sum(pulse_community_events_moderated_total)") == len(moderated)
+    assert prometheus.value("sum(pulse_community_events_duplicate_total)") == len(duplicates)
     assert prometheus.value("sum(pulse_events_invalid_total)") == 2 * len(INVALID)
-    assert prometheus.value("sum(pulse_events_late_total)") == 1
+    assert prometheus.value("sum(pulse_community_events_late_total)") == 1
+    assert prometheus.by_label(
+        f'max by (package) (pulse_package_downloads{{{selector}, window="7d"}})', "package"
+    ) == {"requests": 2800.0, "flask": 50.0}
+    assert prometheus.value(
+        f'max(pulse_package_downloads_week_over_week{{{selector}, package="requests"}})'
+    ) == pytest.approx(-0.6)

@@ -37,8 +37,8 @@ def processed(
     def done() -> bool:
         text = sandbox.metrics()
         return (
-            metric_value(text, "pulse_events_processed_total")
-            + metric_value(text, "pulse_events_moderated_total")
+            metric_value(text, "pulse_community_events_total")
+            + metric_value(text, "pulse_community_events_moderated_total")
             == COUNT
         )
 

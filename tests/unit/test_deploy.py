@@ -27,19 +27,19 @@ DASHBOARDS = DEPLOY / "grafana" / "dashboards"
 # The metric names promised to dashboards, alerts and the README (issue 5). A rename in
 # the code must show up here, not as an empty panel.
 CONTRACT = {
-    "pulse_events_processed_total",
+    "pulse_community_events_total",
     "pulse_events_invalid_total",
-    "pulse_events_duplicate_total",
-    "pulse_events_late_total",
+    "pulse_community_events_duplicate_total",
+    "pulse_community_events_late_total",
     "pulse_processing_latency_seconds_bucket",
     "pulse_batch_size_bucket",
     "pulse_batch_duration_seconds_bucket",
     "pulse_redis_errors_total",
     "pulse_dlq_errors_total",
-    "pulse_badges_awarded_total",
+    "pulse_community_badges_awarded_total",
     "pulse_publish_errors_total",
-    "pulse_moderation_flags_total",
-    "pulse_segment_changes_total",
+    "pulse_community_moderation_flags_total",
+    "pulse_community_segment_changes_total",
     "pulse_event_time_lag_seconds",
     "pulse_consumer_lag_messages",
     "pulse_community_members",
@@ -53,10 +53,7 @@ CONTRACT = {
     "pulse_community_first_response_seconds_count",
     "pulse_community_feedback_rating_avg",
     "pulse_community_feedback_responses",
-    "pulse_community_events_total",
-    "pulse_community_badges_awarded_total",
-    "pulse_members",
-    "pulse_community_moderation_flags_total",
+    "pulse_community_segment_members",
     "pulse_kafka_up",
     "pulse_redis_up",
 }
@@ -251,11 +248,17 @@ def test_dashboards_are_well_formed() -> None:
     (variable,) = health["templating"]["list"]
     assert variable["query"]["query"] == "label_values(pulse_community_members, community)"
     for expr in panel_exprs(health):
-        if "pulse_community_" in expr or "pulse_members" in expr:
-            # Per community; and every worker exports the same Redis-backed values, so
-            # they are combined with max(), never summed.
-            assert 'community="$community"' in expr, expr
-            assert re.search(r"\bsum\b(?! by \((type|source)\) \(max)", expr) is None, expr
+        if "pulse_community_" not in expr:
+            continue
+        assert 'community="$community"' in expr, expr
+        if re.search(r"pulse_community_\w+_total\b", expr):
+            # The worker's counters: per worker, so summed, and read as a rate or an
+            # increase (a worker's restart resets them).
+            assert re.search(r"\b(rate|increase)\(", expr), expr
+        else:
+            # Every worker exports the same Redis-backed gauges: combined with max(),
+            # never summed.
+            assert re.search(r"\bsum\b(?! by \(\w+\) \(max)", expr) is None, expr
 
 
 def test_grafana_datasource_and_home_dashboard_match_the_dashboards(

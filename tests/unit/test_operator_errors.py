@@ -66,10 +66,10 @@ def test_a_community_counters_exist_at_0_before_its_first_event() -> None:
     assert not metrics.initialise_community("pycon-us", ["chat.message"])
     text = generate_latest(metrics.registry).decode()
     for series in (
-        'pulse_events_processed_total{community="pycon-us",type="chat.message"} 0.0',
-        'pulse_events_processed_total{community="pycon-us",type="forum.post"} 0.0',
-        'pulse_events_duplicate_total{community="pycon-us"} 0.0',
-        'pulse_events_late_total{community="pycon-us"} 0.0',
-        'pulse_events_moderated_total{community="pycon-us"} 0.0',
+        'pulse_community_events_total{community="pycon-us",type="chat.message"} 0.0',
+        'pulse_community_events_total{community="pycon-us",type="forum.post"} 0.0',
+        'pulse_community_events_duplicate_total{community="pycon-us"} 0.0',
+        'pulse_community_events_late_total{community="pycon-us"} 0.0',
+        'pulse_community_events_moderated_total{community="pycon-us"} 0.0',
     ):
         assert series in text

@@ -112,11 +112,11 @@ def test_valid_invalid_and_repeated_records(
         ("invalid_json", 2, b""),
     ]
     assert (
-        sample(metrics, "pulse_events_processed_total", community="pycon-us", type="chat.message")
+        sample(metrics, "pulse_community_events_total", community="pycon-us", type="chat.message")
         == 1
     )
     assert sample(metrics, "pulse_events_invalid_total", reason="invalid_json") == 2
-    assert sample(metrics, "pulse_events_duplicate_total", community="pycon-us") == 1
+    assert sample(metrics, "pulse_community_events_duplicate_total", community="pycon-us") == 1
     assert sample(metrics, "pulse_processing_latency_seconds_sum") == pytest.approx(1.0)
     fence = writer.fence(PYCON, partition_field(TOPIC, 0))
     assert fence is not None
@@ -130,7 +130,7 @@ def test_valid_invalid_and_repeated_records(
     again = run(processor, [record(good, offset=0)])
     assert (again.applied, again.duplicates) == (0, 1)
     assert writer.calls == calls
-    assert sample(metrics, "pulse_events_duplicate_total", community="pycon-us") == 2
+    assert sample(metrics, "pulse_community_events_duplicate_total", community="pycon-us") == 2
 
 
 def test_preparing_cooperatively_hands_back_the_loop_and_prepares_the_same_batch(
@@ -280,7 +280,7 @@ def test_awards_are_published_once_with_their_evidence(
     assert (
         sample(
             metrics,
-            "pulse_badges_awarded_total",
+            "pulse_community_badges_awarded_total",
             community="pycon-us",
             badge="first-merge",
             tier="",
