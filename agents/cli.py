@@ -317,6 +317,12 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     return run(args, settings)
 
 
+def cmd_announce(args: argparse.Namespace, settings: Settings) -> int:
+    from agents.announce import cmd_announce as run
+
+    return run(args, settings)
+
+
 def cmd_packages(args: argparse.Namespace, settings: Settings) -> int:
     from agents.downloads import cmd_packages as run
 
@@ -725,6 +731,23 @@ def _add_source_commands(
     p.add_argument("--event", help="conference id of rows without an event column")
     p.add_argument("--timezone", help="zone of times without an offset, e.g. America/New_York")
     publishing(p)
+
+    p = add(
+        "announce",
+        cmd_announce,
+        "deliver awards, segment changes and flags to Discord, Slack, Discourse, webhooks",
+    )
+    p.add_argument("--config", required=True, help="TOML file of destinations (see README)")
+    p.add_argument("--dlq-topic", help="dead letters (default: <prefix>.announce.dlq)")
+    p.add_argument(
+        "--metrics-port", type=int, default=6068, help="Prometheus /metrics port (0: none)"
+    )
+    p.add_argument("--metrics-bind", default="127.0.0.1", help="address of /metrics")
+    p.add_argument(
+        "--exit-when-idle",
+        action="store_true",
+        help="stop once every message on the topics was handled (for batch runs, tests)",
+    )
 
     p = add("packages", cmd_packages, "PyPI downloads of the configured packages: 1d, 7d, 30d")
     p.add_argument("--community", action="append", help="only this community (repeatable)")
