@@ -31,6 +31,11 @@ SCHEMA = json.loads(
 SECRET = "hook-secret"
 
 
+class QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client that gave up (a timeout test) is expected
+
+
 class Receiver:
     """Records every request; misbehaves on purpose, once per (path, delivery)."""
 
@@ -83,7 +88,7 @@ class Receiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = QuietServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -310,6 +315,21 @@ def test_a_sigkill_in_a_burst_loses_nothing_and_copies_at_most_one(
         assert set(got) == {a["award_id"] for a in burst}  # nothing lost
         copies = sum(n - 1 for n in got.values())
         assert copies <= 1  # one kill: at most the one in flight
+    finally:
+        slow.server.shutdown()
+        slow.server.server_close()
+
+
+def test_an_answer_slower_than_the_timeout_is_retried_as_a_timeout() -> None:
+    from agents.announce.deliver import post
+    from agents.announce.render import Request
+
+    slow = Receiver(delay=1.5, misbehave=False)
+    try:
+        started = time.monotonic()
+        answer = post(Request(f"{slow.url}/hook", b"{}", {}), timeout=0.3, attempt=2)
+        assert time.monotonic() - started < 1.2
+        assert (answer.done, answer.reason, answer.wait) == (False, "timeout", 1.0)
     finally:
         slow.server.shutdown()
         slow.server.server_close()
