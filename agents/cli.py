@@ -790,7 +790,7 @@ def _add_source_commands(
 
 
 # Long-running commands keep the Kafka client's log: it is the operator's view of it.
-SERVERS: Final = frozenset({"worker", "ingest-server"})
+SERVERS: Final = frozenset({"worker", "ingest-server", "announce"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

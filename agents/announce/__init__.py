@@ -28,7 +28,11 @@ def cmd_announce(args: argparse.Namespace, settings: Settings) -> int:
     except AnnounceConfigError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
     dlq_topic = args.dlq_topic or f"{settings.awards_topic.rsplit('.', 2)[0]}.announce.dlq"
+    from agents.log_limit import limit_dependency_logs
+
+    # A long-running service: Kafka and Redis trouble shows, at most a line a second each.
     quiet_kafka(settings)
+    limit_dependency_logs()
     client = connect(settings.redis_url.reveal())
     client.ping()
     registry = CollectorRegistry()
