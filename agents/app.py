@@ -27,6 +27,7 @@ from agents.metrics import PulseMetrics
 from agents.processor import ActivityProcessor, DeadLetter, KafkaUnavailable
 from agents.settings import Settings
 from agents.store import Reader, connect, connect_async
+from agents.web.site import Site
 from agents.writer import StateWriter
 
 log = logging.getLogger(__name__)
@@ -213,6 +214,12 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
     metrics.registry.register(CommunityHealthCollector(reader, packages=settings.pypi_packages))
 
-    web.register(app, metrics, reader)
+    site = Site(
+        reader,
+        settings.catalog,
+        settings.public_url or f"http://{settings.web_bind}:{settings.web_port}",
+        settings.profiles,
+    )
+    web.register(app, metrics, site)
     app.pulse_metrics = metrics  # type: ignore[attr-defined]
     return app

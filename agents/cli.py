@@ -44,6 +44,7 @@ examples:
   pulse produce events.jsonl                     publish it (key = member_id)
   pulse leaderboard --community pycon-us --period week
   pulse member member-00001 --community pycon-us --json
+  pulse web                                      pages on http://127.0.0.1:6068/c/pycon-us
 """
 
 
@@ -341,6 +342,12 @@ def cmd_ingest_server(args: argparse.Namespace, settings: Settings) -> int:
     return run(settings, args.bind, args.port)
 
 
+def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
+    from agents.web.server import run
+
+    return run(args, settings)
+
+
 def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     from agents.dlq import run
 
@@ -572,6 +579,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("worker", cmd_worker, "run the stream processor (Faust worker, web and /metrics)")
 
+    p = add(
+        "web",
+        cmd_web,
+        "serve the pages (leaderboards, profiles, badges, the wall) and the JSON API "
+        "from Redis alone, apart from the workers",
+    )
+    p.add_argument("--bind", help="address to listen on (default: PULSE_WEB_BIND, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=6068, help="port to listen on (default 6068)")
+
     p = add("produce", cmd_produce, "validate a JSON-lines file and publish it to Kafka")
     p.add_argument("file", help="JSON-lines file of activity events, or - for stdin")
     p.add_argument("--topic", help="topic to publish to (default: the first input topic)")
@@ -790,7 +806,7 @@ def _add_source_commands(
 
 
 # Long-running commands keep the Kafka client's log: it is the operator's view of it.
-SERVERS: Final = frozenset({"worker", "ingest-server", "announce"})
+SERVERS: Final = frozenset({"worker", "ingest-server", "announce", "web"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

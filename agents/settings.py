@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -107,6 +108,8 @@ ENV: Final[dict[str, str]] = {
     "topic_partitions": "PULSE_TOPIC_PARTITIONS",
     "web_bind": "PULSE_WEB_BIND",
     "web_port": "PULSE_WEB_PORT",
+    "public_url": "PULSE_PUBLIC_URL",
+    "communities_file": "PULSE_COMMUNITIES_FILE",
     "log_level": "PULSE_LOG_LEVEL",
     "data_dir": "PULSE_DATA_DIR",
     "batch_size": "PULSE_BATCH_SIZE",
@@ -218,6 +221,41 @@ def parse_mapping(name: str, text: str, check: Callable[[str], bool], what: str)
     return mapping
 
 
+@dataclass(frozen=True, slots=True)
+class CommunityProfile:
+    """How a community presents itself: the pages' title and the credentials' issuer."""
+
+    name: str
+    url: str | None = None
+
+
+def load_profiles(text: str) -> dict[str, CommunityProfile]:
+    """``PULSE_COMMUNITIES_FILE``: a TOML table per community with ``name`` and an
+    optional ``url``. Raises ValueError naming the place of the first problem."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"not valid TOML: {exc}") from None
+    out = {}
+    for community, table in data.items():
+        if COMMUNITY_RE.fullmatch(community) is None:
+            raise ValueError(f"[{community}]: not a community name ([a-z0-9._-], 1..64)")
+        if not isinstance(table, dict):
+            raise ValueError(f"[{community}] must be a table with name and url")
+        unknown = set(table) - {"name", "url"}
+        if unknown:
+            raise ValueError(f"[{community}]: unknown key {sorted(unknown)[0]!r} (name, url)")
+        title, url = table.get("name", community), table.get("url")
+        if not isinstance(title, str) or not 0 < len(title) <= 100 or not title.isprintable():
+            raise ValueError(f"[{community}] name must be 1..100 printable characters")
+        if url is not None and not (
+            isinstance(url, str) and url.startswith(("http://", "https://"))
+        ):
+            raise ValueError(f"[{community}] url must be an http(s) URL")
+        out[community] = CommunityProfile(title, url)
+    return out
+
+
 @dataclass(frozen=True)
 class Settings:
     """The effective configuration of one process."""
@@ -246,6 +284,12 @@ class Settings:
     topic_partitions: int = 12
     web_bind: str = "127.0.0.1"
     web_port: int = 6066
+    # The address people reach the pages at (credentials and links carry it); empty:
+    # the server's own http://bind:port.
+    public_url: str = ""
+    communities_file: str | None = None
+    # Community -> how it presents itself on the pages and as a credential issuer.
+    profiles: Mapping[str, CommunityProfile] = field(default_factory=dict)
     log_level: str = "INFO"
     data_dir: str = "pulse-data"
     batch_size: int = 500
@@ -410,6 +454,24 @@ class Settings:
                 ) from None
             except CatalogError as exc:
                 raise ConfigError(f"{ENV['badges_file']} {path}: {exc}") from None
+        if (url := raw("public_url")) is not None:
+            if not url.startswith(("http://", "https://")) or urlsplit(url).hostname is None:
+                raise ConfigError(
+                    f"{ENV['public_url']} must be an http(s) URL such as "
+                    f"https://pulse.example.org, got {url!r}"
+                )
+            values["public_url"] = url.rstrip("/")
+        if (path := raw("communities_file")) is not None:
+            values["communities_file"] = path
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    values["profiles"] = load_profiles(handle.read())
+            except OSError as exc:
+                raise ConfigError(
+                    f"{ENV['communities_file']}: cannot read {path}: {exc.strerror}"
+                ) from None
+            except ValueError as exc:
+                raise ConfigError(f"{ENV['communities_file']} {path}: {exc}") from None
         values.update(_ingest_values(raw, integer))
         values.update(overrides)
         settings = cls(**values)
@@ -546,7 +608,16 @@ class Settings:
                 "moderation_flagged": self.moderation_topic,
                 "partitions": self.topic_partitions,
             },
-            "web": {"bind": self.web_bind, "port": self.web_port, "metrics_path": "/metrics"},
+            "web": {
+                "bind": self.web_bind,
+                "port": self.web_port,
+                "metrics_path": "/metrics",
+                "public_url": self.public_url or "(the server's own http://bind:port)",
+                "communities_file": self.communities_file,
+                "communities": {
+                    c: {"name": p.name, "url": p.url} for c, p in sorted(self.profiles.items())
+                },
+            },
             "log_level": self.log_level,
             "data_dir": self.data_dir,
             "batching": {"max_events": self.batch_size, "within_seconds": self.batch_within},

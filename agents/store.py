@@ -220,12 +220,32 @@ class Reader:
             ]
         else:
             ids = self._client.zrange(layout.awards_by_time(), 0, limit - 1)
+        out = self._award_records(layout, ids)
+        out.sort(key=lambda a: (a["awarded_at"], a["award_id"]))
+        return out[:limit]
+
+    def latest_awards(self, community: str, limit: int = 10) -> list[dict[str, Any]]:
+        """The community's newest awards, newest first."""
+        layout = self.layout(community)
+        ids = self._client.zrevrange(layout.awards_by_time(), 0, limit - 1)
+        out = self._award_records(layout, ids)
+        out.sort(key=lambda a: (a["awarded_at"], a["award_id"]), reverse=True)
+        return out
+
+    def award(self, community: str, identity: str) -> dict[str, Any] | None:
+        """One award by its id, or None."""
+        found = self._award_records(self.layout(community), [identity])
+        return found[0] if found else None
+
+    def _award_records(self, layout: KeyLayout, ids: list[str]) -> list[dict[str, Any]]:
         if not ids:
             return []
-        records = self._client.hmget(layout.awards(), ids)
-        pending = set(self._client.zrange(layout.award_outbox(), 0, -1))
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hmget(layout.awards(), ids)
+        pipe.zmscore(layout.award_outbox(), ids)
+        records, pending = pipe.execute()
         out = []
-        for identity, raw in zip(ids, records, strict=True):
+        for identity, raw, queued in zip(ids, records, pending, strict=True):
             if raw is None:
                 continue
             r = orjson.loads(raw)
@@ -237,11 +257,80 @@ class Reader:
                     "tier": r["tier"] or None,
                     "awarded_at": format_instant(int(r["at_ms"]) / 1000),
                     "evidence": [r["evidence"]],
-                    "published": identity not in pending,
+                    "published": queued is None,
                 }
             )
-        out.sort(key=lambda a: (a["awarded_at"], a["award_id"]))
-        return out[:limit]
+        return out
+
+    def badge_holders(
+        self, community: str, fields: list[str], limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """The newest holders of the badge tiers ``fields`` (``badge`` or ``badge:tier``),
+        newest award first: member, tier and award time."""
+        layout = self.layout(community)
+        pipe = self._client.pipeline(transaction=False)
+        for name in fields:
+            pipe.zrevrange(layout.badge_holders(name), 0, limit - 1, withscores=True)
+        rows = []
+        for name, held in zip(fields, pipe.execute(), strict=True):
+            tier = name.partition(":")[2] or None
+            rows += [(int(ms), member, tier) for member, ms in held]
+        rows.sort(key=lambda r: (-r[0], r[1]))
+        return [
+            {"member_id": m, "tier": t, "awarded_at": format_instant(ms / 1000)}
+            for ms, m, t in rows[:limit]
+        ]
+
+    def award_counts(self, community: str) -> dict[str, int]:
+        """Awards per badge tier field (``badge`` or ``badge:tier``)."""
+        raw = self._client.hgetall(self.layout(community).award_counts())
+        return {k: int(v) for k, v in raw.items()}
+
+    def channels(self, community: str, limit: int = 100) -> list[str]:
+        """Channels with leaderboards, sorted; at most ``limit`` (taken as Redis lists
+        them when there are more)."""
+        key = self.layout(community).channels()
+        names: list[str] = []
+        for name in self._client.sscan_iter(key, count=limit):
+            names.append(name)
+            if len(names) >= limit:
+                break
+        return sorted(names)
+
+    def active_days(self, community: str, member_id: str) -> list[int]:
+        """A member's active UTC days (days since the epoch), sorted."""
+        days = self._client.smembers(self.layout(community).member_days(member_id))
+        return sorted(int(d) for d in days)
+
+    def trends(self, community: str, now: float, days: int = 30) -> dict[str, list[Any]]:
+        """Per UTC day over the last ``days`` days, oldest first: events, active members
+        (the daily window buckets), new members and the average feedback rating."""
+        layout = self.layout(community)
+        today = int(now // 86400)
+        span = range(today - days + 1, today + 1)
+        day_window = GRANULARITY_NAME[86400]
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hgetall(layout.events_by_day())
+        pipe.hgetall(layout.feedback_by_day())
+        for day in span:
+            pipe.hlen(layout.window(day_window, day))
+        for day in span:
+            pipe.zcount(layout.members_first_seen(), day * 86_400_000, (day + 1) * 86_400_000 - 1)
+        replies = pipe.execute()
+        by_day, feedback = replies[0], replies[1]
+        active = replies[2 : 2 + days]
+        new = replies[2 + days :]
+        ratings: list[float | None] = []
+        for day in span:
+            n = int(feedback.get(f"{day}:n", 0))
+            ratings.append(int(feedback.get(f"{day}:sum", 0)) / n if n else None)
+        return {
+            "days": [format_instant(day * 86400)[:10] for day in span],
+            "events": [int(by_day.get(str(day), 0)) for day in span],
+            "active": [int(n) for n in active],
+            "new": [int(n) for n in new],
+            "rating": ratings,
+        }
 
     def communities(self) -> list[str]:
         return sorted(self._client.smembers(f"{self._prefix}:communities"))

@@ -171,6 +171,8 @@ def payload(
             out.append(["APPEND", key, digests.hex()])
             if (member, day) in writes.new_ids:
                 out.append(["EXPIRE", key, str(keep_ids)])
+    if channels := sorted({channel for _, channel in writes.boards if channel is not None}):
+        out.append(["SADD", layout.channels(), *channels])
     for member, active in writes.active_days.items():
         out.append(["SADD", layout.member_days(member), *map(str, sorted(active))])
     for head, items in (
@@ -187,6 +189,7 @@ def payload(
         out.append(["ZADD", layout.awards_by_time(), at, identity])
         out.append(["ZADD", layout.award_outbox(), at, identity])
         out.append(["HINCRBY", layout.award_counts(), name, "1"])
+        out.append(["ZADD", layout.badge_holders(name), at, member])
     for identity, record in writes.flags:
         hsets.append([layout.flags(), identity, blob(orjson.dumps(record))])
         out.append(["ZADD", layout.flag_outbox(), str(record["end_ms"]), identity])

@@ -152,6 +152,40 @@ class Badge:
         }
 
 
+def criteria(badge: Badge) -> list[str]:
+    """How to earn ``badge``, one sentence per condition (for people, not machines)."""
+    out = []
+    for index, c in enumerate(badge.conditions):
+        f = c.filter
+        what = f"{f.type} events" if f.type else "events of any type"
+        if f.channel is not None:
+            what += f" in channel {f.channel}"
+        if f.source is not None:
+            what += f" from {f.source}"
+        for name, value in f.attributes:
+            what += f" with {name} = {value}"
+        if index == 0 and badge.tiers and badge.tiers[0].name is not None:
+            count = " / ".join(f"{t.at_least} ({t.name})" for t in badge.tiers)
+        else:
+            count = str(c.at_least)
+        if c.kind == "streak":
+            sentence = f"Active on at least {count} consecutive UTC days ({what})"
+        elif c.kind == "distinct_days":
+            sentence = f"Active on at least {count} distinct UTC days ({what})"
+        elif c.same is not None:
+            sentence = f"At least {count} {what} with the same {c.same}"
+        elif count == "1":
+            sentence = f"A first one of {what}"
+        else:
+            sentence = f"At least {count} {what}"
+        if f.start is not None or f.end is not None:
+            start = format_instant(f.start) if f.start is not None else "the start"
+            end = format_instant(f.end) if f.end is not None else "now"
+            sentence += f", between {start} and {end}"
+        out.append(sentence + ".")
+    return out
+
+
 def badge_field(badge: str, tier: str | None) -> str:
     """The member-badges hash field of an award, and the award counts' field."""
     return badge if not tier else f"{badge}:{tier}"

@@ -127,6 +127,15 @@ class KeyLayout:
     def award_outbox(self) -> str:
         return f"{self.base}:awards:outbox"
 
+    def badge_holders(self, badge_field: str) -> str:
+        """Members holding one badge tier (``badge`` or ``badge:tier``), scored by the
+        award time in ms: the badge pages' holder lists."""
+        return f"{self.base}:badge:{badge_field}:holders"
+
+    def channels(self) -> str:
+        """The channel names that have leaderboards (a set): the pages' channel switch."""
+        return f"{self.base}:channels"
+
     def award_counts(self) -> str:
         return f"{self.base}:awards:counts"
 

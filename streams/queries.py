@@ -110,3 +110,30 @@ class LeaderboardQuery:
             bounded_int(top, "top", 10, 1, MAX_TOP),
             board,
         )
+
+
+def histogram_quantile(histograms: list[dict[str, str]], q: float) -> float | None:
+    """The ``q`` quantile of the sum of histograms kept as ``le:<bound>`` -> count
+    fields (per bucket, not cumulative; ``le:+Inf`` above the last bound), interpolated
+    linearly inside its bucket as Prometheus does; None without observations."""
+    counts: dict[float, int] = {}
+    for fields in histograms:
+        for key, value in fields.items():
+            if key.startswith("le:"):
+                bound = float(key[3:])
+                counts[bound] = counts.get(bound, 0) + int(value)
+    total = sum(counts.values())
+    if total == 0:
+        return None
+    rank = q * total
+    running, lower = 0, 0.0
+    finite = [b for b in sorted(counts) if b != float("inf")]
+    for bound in sorted(counts):
+        count = counts[bound]
+        if running + count >= rank and count:
+            if bound == float("inf"):
+                return finite[-1] if finite else None
+            return lower + (bound - lower) * (rank - running) / count
+        running += count
+        lower = bound
+    return finite[-1] if finite else None

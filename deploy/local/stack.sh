@@ -74,7 +74,8 @@ Runs the community-pulse backing services locally (no Docker), bound to 127.0.0.
   prometheus   127.0.0.1:$PROM_PORT   scrapes the worker's metrics on 127.0.0.1:$WORKER_METRICS_PORT
 
 Commands:
-  install     fetch the Kafka jars (Maven) and apt-install redis-server/prometheus
+  install     fetch the Kafka jars (Maven) and apt-install redis-server, prometheus,
+              chromium and chromium-driver (for the browser tests)
               when they are missing; idempotent
   start       install, then start every service that is not running and wait
               until each one answers (Kafka up to ${KAFKA_START_TIMEOUT}s)
@@ -289,6 +290,9 @@ missing_packages() {
     command -v prometheus >/dev/null || pkgs+=(prometheus)
     command -v curl >/dev/null || pkgs+=(curl)
     command -v java >/dev/null || pkgs+=(default-jre-headless)
+    # The browser tests drive Debian's Chromium through its ChromeDriver.
+    command -v chromium >/dev/null || pkgs+=(chromium)
+    command -v chromedriver >/dev/null || pkgs+=(chromium-driver)
     if ! kafka_libs_complete; then
         command -v mvn >/dev/null || pkgs+=(maven)
     fi
