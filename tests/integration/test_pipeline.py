@@ -6,6 +6,10 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
+from urllib.error import HTTPError
+from urllib.request import urlopen
+
+import pytest
 
 from streams.periods import format_instant
 from tests.conftest import INVALID_MESSAGES as INVALID
@@ -69,6 +73,18 @@ def test_valid_events_are_counted_invalid_ones_dead_lettered_and_metrics_exporte
     for reason, count in Counter(reason for _, reason in INVALID).items():
         assert metric_value(text, "pulse_events_invalid_total", reason=reason) == count
     assert metric_value(text, "pulse_processing_latency_seconds_count") == len(valid)
+
+    # The worker's web server also serves the pages, from the same router as `pulse web`.
+    member = valid[0]["member_id"]
+    with urlopen(f"{sandbox.base_url}/c/pycon-us?period=all", timeout=10) as reply:  # noqa: S310
+        assert reply.headers["Content-Type"] == "text/html; charset=utf-8"
+        assert "Leaderboard · all" in reply.read().decode()
+    with urlopen(f"{sandbox.base_url}/static/pulse.css", timeout=10) as reply:  # noqa: S310
+        assert reply.headers["Content-Type"] == "text/css; charset=utf-8"
+    with pytest.raises(HTTPError) as missing:
+        urlopen(f"{sandbox.base_url}/c/pycon-us/members/nobody-{member}", timeout=10)  # noqa: S310
+    missing.value.close()
+    assert missing.value.code == 404
 
 
 def test_redelivered_events_change_nothing(
