@@ -109,6 +109,7 @@ def test_compose_has_the_whole_deployment(compose: dict[str, Any]) -> None:
         "redis",
         "worker",
         "ingest",
+        "web",
         "prometheus",
         "alertmanager",
         "grafana",
@@ -179,6 +180,27 @@ def test_the_ingest_service_environment_is_understood_by_the_settings(
     settings = Settings.from_env(resolved)
     assert settings.ingest_port == 6067
     assert settings.github_webhook_secret
+
+
+def test_the_web_service_environment_is_understood_by_the_settings(
+    compose: dict[str, Any],
+) -> None:
+    web = compose["services"]["web"]
+    env = {k: str(v) for k, v in web["environment"].items()}
+    assert set(env) <= set(ENV.values()), set(env) - set(ENV.values())
+    resolved = {
+        "PULSE_REDIS_URL": env["PULSE_REDIS_URL"].replace(
+            "${REDIS_PASSWORD:?set REDIS_PASSWORD}", "pw"
+        ),
+        "PULSE_PUBLIC_URL": env["PULSE_PUBLIC_URL"].split(":-", 1)[1].rstrip("}"),
+    }
+    settings = Settings.from_env(resolved)
+    assert "@redis:6379" in settings.redis_url.reveal()
+    command = web["command"]
+    port = command[command.index("--port") + 1]
+    assert web["ports"] == [f"127.0.0.1:{port}:{port}"]
+    assert settings.public_url.endswith(f":{port}")
+    assert f"127.0.0.1:{port}/" in " ".join(web["healthcheck"]["test"])
 
 
 def test_compose_mounts_and_build_context_exist(compose: dict[str, Any]) -> None:
