@@ -44,7 +44,7 @@ examples:
   pulse produce events.jsonl                     publish it (key = member_id)
   pulse leaderboard --community pycon-us --period week
   pulse member member-00001 --community pycon-us --json
-  pulse web                                      pages on http://127.0.0.1:6068/c/pycon-us
+  pulse web                                      pages on http://127.0.0.1:6070/c/pycon-us
 """
 
 
@@ -586,7 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
         "from Redis alone, apart from the workers",
     )
     p.add_argument("--bind", help="address to listen on (default: PULSE_WEB_BIND, 127.0.0.1)")
-    p.add_argument("--port", type=int, default=6068, help="port to listen on (default 6068)")
+    p.add_argument("--port", type=int, default=6070, help="port to listen on (default 6070)")
 
     p = add("produce", cmd_produce, "validate a JSON-lines file and publish it to Kafka")
     p.add_argument("file", help="JSON-lines file of activity events, or - for stdin")

@@ -129,6 +129,7 @@ echo
 cat <<EOT
 The worker keeps running in the background:
   metrics      $METRICS_URL
+  pages        http://127.0.0.1:$PULSE_WEB_PORT/c/pycon-us   (and /c/pycon-us/wall for a screen)
   API          http://127.0.0.1:$PULSE_WEB_PORT/api/v1/communities/pycon-us/leaderboards/week
   Prometheus   http://127.0.0.1:19090  (scrapes the worker; alert rules at /alerts)
   worker log   $WORKER_LOG

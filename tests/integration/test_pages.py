@@ -57,7 +57,7 @@ HOSTILE_MEMBERS = (
     "slash/and?query#hash%2F",
 )
 HOSTILE_CHANNEL = "<img src=x onerror=alert(1)>"
-HOSTILE_NAME = '<i>PyCon</i> "Web" & friends'
+HOSTILE_NAME = 'PyCon <Web> "2027" & friends'
 
 
 def _at(ts: float) -> str:
