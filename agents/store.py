@@ -304,7 +304,8 @@ class Reader:
 
     def trends(self, community: str, now: float, days: int = 30) -> dict[str, list[Any]]:
         """Per UTC day over the last ``days`` days, oldest first: events, active members
-        (the daily window buckets), new members and the average feedback rating."""
+        (the daily window buckets), new members, the share of the members known by the
+        day's end that were active in it, and the average feedback rating."""
         layout = self.layout(community)
         today = int(now // 86400)
         span = range(today - days + 1, today + 1)
@@ -316,10 +317,15 @@ class Reader:
             pipe.hlen(layout.window(day_window, day))
         for day in span:
             pipe.zcount(layout.members_first_seen(), day * 86_400_000, (day + 1) * 86_400_000 - 1)
+        pipe.zcount(layout.members_first_seen(), "-inf", f"({span[0] * 86_400_000}")
         replies = pipe.execute()
         by_day, feedback = replies[0], replies[1]
-        active = replies[2 : 2 + days]
-        new = replies[2 + days :]
+        active = [int(n) for n in replies[2 : 2 + days]]
+        new = [int(n) for n in replies[2 + days : 2 + 2 * days]]
+        known, share = int(replies[-1]), []
+        for count, joined in zip(active, new, strict=True):
+            known += joined
+            share.append(count / known if known else None)
         ratings: list[float | None] = []
         for day in span:
             n = int(feedback.get(f"{day}:n", 0))
@@ -327,8 +333,9 @@ class Reader:
         return {
             "days": [format_instant(day * 86400)[:10] for day in span],
             "events": [int(by_day.get(str(day), 0)) for day in span],
-            "active": [int(n) for n in active],
-            "new": [int(n) for n in new],
+            "active": active,
+            "new": new,
+            "engaged": share,
             "rating": ratings,
         }
 

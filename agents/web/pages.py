@@ -171,8 +171,8 @@ def health_tiles(health: Mapping[str, Any], trends: Mapping[str, Sequence[Any]])
         _tile(
             "Engagement rate",
             f"{health['engagement_ratio'] * 100:.1f} %",
-            sparkline(trends["events"], "Events per day"),
-            f"{health['members']:,} members; chart: events per day",
+            sparkline(trends["engaged"], "Share of members active per day"),
+            f"active in 30 days / {health['members']:,} members; chart: share active per day",
         ),
         _tile(
             "First response",

@@ -296,13 +296,20 @@ def test_the_home_page_shows_the_latest_awards_and_health(site: Pages, browser: 
     assert shown == [a["award_id"] for a in awards]
     client = connect(site.engine.settings.redis_url.reveal())
     try:
-        health = Reader(client, site.prefix).health(COMMUNITY, time.time())
+        reader = Reader(client, site.prefix)
+        health = reader.health(COMMUNITY, time.time())
+        trends = reader.trends(COMMUNITY, time.time())
     finally:
         client.close()
     tiles = browser.find_element(By.CSS_SELECTOR, "section.tiles").text
     active = " / ".join(f"{health['active'][w]:,}" for w in ("1d", "7d", "30d"))
     assert active in tiles
     assert f"{health['engagement_ratio'] * 100:.1f} %" in tiles
+    # By today's end every member is known: today's share is active today / members.
+    assert trends["engaged"][-1] == trends["active"][-1] / health["members"] > 0
+    assert sum(trends["new"]) <= health["members"]
+    charts = browser.find_elements(By.CSS_SELECTOR, "section.tiles svg.spark")
+    assert len(charts) == 4
     # The community's display name comes from PULSE_COMMUNITIES_FILE, as text.
     assert browser.find_element(By.TAG_NAME, "h1").text == HOSTILE_NAME
 
