@@ -365,6 +365,7 @@ class ActivityProcessor:
         if not claims and not missing:
             return
         keep = self._policy.retention.dedupe_seconds
+        generation = self._generation
         wall = int(self._clock() * 1000)
         first, last = (min(received), max(received)) if received else (wall, wall)
         days = range(dedupe_horizon(first, keep) - 1, last // DAY_MS + 1) if missing else range(0)
@@ -375,6 +376,11 @@ class ActivityProcessor:
             self._metrics.redis_errors,
             "apply a batch to Redis (loading member states)",
         )
+        if generation != self._generation:
+            # A rebalance reset the engine while this load ran: its fences were claimed
+            # for partitions owned before, and kept now they would hide the new owner's
+            # claim. Drop them; the caller sees the new generation and starts over.
+            return
         now = self._clock()
         for layout, recorded in fences.items():
             self._fences[layout.community] = recorded
@@ -410,7 +416,9 @@ class ActivityProcessor:
         letters: list[DeadLetter] = []
         decoded: list[tuple[Activity, str, int, int]] = []
         skew, limit = self._settings.max_future_skew, self._settings.max_message_bytes
-        owned = self._owned
+        # Taken together: the records are filtered by this ownership, so a reset from
+        # here on (the decode loop yields) makes the batch stale.
+        owned, generation = self._owned, self._generation
         for done, record in enumerate(records, 1):
             item = decode(record, now, skew, limit)
             if isinstance(item, DeadLetter):
@@ -422,7 +430,6 @@ class ActivityProcessor:
                     stamps.setdefault((item.community, item.event_id), record.timestamp / 1000)
             if every and not done % every:
                 await asyncio.sleep(0)
-        generation = self._generation
         await self._load(
             {a.community for a, *_ in decoded},
             {(a.community, a.member_id) for a, *_ in decoded},

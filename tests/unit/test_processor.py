@@ -447,3 +447,37 @@ def test_outputs_of_the_communities_a_fenced_batch_did_write_are_published(
     asyncio.run(scenario())
     assert [m["badge"] for m in old_awards.messages + new_awards.messages] == ["event-crew"]
     assert writer.pending_count() == 0
+
+
+def test_a_load_that_spans_an_assignment_leaves_no_fences_behind(
+    make_event: Callable[..., dict[str, Any]],
+) -> None:
+    """Found by a fault test: a worker's first segment sweep claimed its communities'
+    fences before any partition was assigned (no fields); the assignment's reset ran
+    while that load waited on Redis, and the load then stored its empty fences over
+    the reset. The first batch found the community claimed, and no fence for its
+    partition: KeyError, and the worker crashed."""
+    release = asyncio.Event()
+
+    class SlowWriter(FakeWriter):
+        async def load(self, *args: Any, **kwargs: Any) -> Any:
+            await release.wait()
+            return await super().load(*args, **kwargs)
+
+    writer = SlowWriter()
+    writer.known.add("pycon-us")
+
+    async def scenario() -> None:
+        processor = unassigned(writer)
+        await processor.drain_outboxes()  # learns the community, as at start-up
+        sweep = asyncio.ensure_future(processor.sweep_segments())
+        await asyncio.sleep(0)
+        # The group assigns the partition while the sweep's load waits on Redis.
+        await processor.assign([(TOPIC, 0)])
+        release.set()
+        assert await sweep == 0
+        event = make_event(event_id="e1", member_id="alice")
+        outcome = await processor.process([record(orjson.dumps(event), 0)])
+        assert outcome.applied == 1
+
+    asyncio.run(scenario())
