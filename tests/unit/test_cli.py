@@ -212,3 +212,19 @@ def test_generate_is_deterministic_and_valid(
     path.write_bytes(first)
     assert main(["validate", str(path)]) == 0
     assert b"50 valid, 0 invalid" in capsysbinary.readouterr().out
+
+
+def test_the_worker_keeps_the_garbage_collector_off_the_hot_path() -> None:
+    import gc
+
+    from agents.cli import tune_gc
+
+    threshold = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == (50_000, 20, 100)
+        # What start-up allocated is frozen: never scanned again.
+        assert gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
