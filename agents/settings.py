@@ -221,6 +221,18 @@ def parse_mapping(name: str, text: str, check: Callable[[str], bool], what: str)
     return mapping
 
 
+def _read_file(name: str, path: str, parse: Callable[[str], Any], refused: type[Exception]) -> Any:
+    """The file a ``PULSE_*_FILE`` variable names, parsed; a ConfigError naming the
+    variable when it cannot be read or ``parse`` raises ``refused``."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return parse(handle.read())
+    except OSError as exc:
+        raise ConfigError(f"{ENV[name]}: cannot read {path}: {exc.strerror}") from None
+    except refused as exc:
+        raise ConfigError(f"{ENV[name]} {path}: {exc}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class CommunityProfile:
     """How a community presents itself: the pages' title and the credentials' issuer."""
@@ -445,15 +457,7 @@ class Settings:
             values["segment_sweep_seconds"] = seconds
         if (path := raw("badges_file")) is not None:
             values["badges_file"] = path
-            try:
-                with open(path, encoding="utf-8") as handle:
-                    values["catalog"] = load_catalog(handle.read())
-            except OSError as exc:
-                raise ConfigError(
-                    f"{ENV['badges_file']}: cannot read {path}: {exc.strerror}"
-                ) from None
-            except CatalogError as exc:
-                raise ConfigError(f"{ENV['badges_file']} {path}: {exc}") from None
+            values["catalog"] = _read_file("badges_file", path, load_catalog, CatalogError)
         if (url := raw("public_url")) is not None:
             if not url.startswith(("http://", "https://")) or urlsplit(url).hostname is None:
                 raise ConfigError(
@@ -463,15 +467,7 @@ class Settings:
             values["public_url"] = url.rstrip("/")
         if (path := raw("communities_file")) is not None:
             values["communities_file"] = path
-            try:
-                with open(path, encoding="utf-8") as handle:
-                    values["profiles"] = load_profiles(handle.read())
-            except OSError as exc:
-                raise ConfigError(
-                    f"{ENV['communities_file']}: cannot read {path}: {exc.strerror}"
-                ) from None
-            except ValueError as exc:
-                raise ConfigError(f"{ENV['communities_file']} {path}: {exc}") from None
+            values["profiles"] = _read_file("communities_file", path, load_profiles, ValueError)
         values.update(_ingest_values(raw, integer))
         values.update(overrides)
         settings = cls(**values)

@@ -23,8 +23,13 @@ def achievement_url(base: str, community: str, badge: str, tier: str | None) -> 
     return f"{url}#{tier}" if tier else url
 
 
+def image_path(community: str, badge: str, tier: str | None) -> str:
+    """The site path of a badge tier's image (ids are validated URL-safe; quoted anyway)."""
+    return f"/c/{quote(community)}/badges/{quote(badge)}{'.' + quote(tier) if tier else ''}.svg"
+
+
 def image_url(base: str, community: str, badge: str, tier: str | None) -> str:
-    return f"{base}/c/{community}/badges/{badge}{'.' + tier if tier else ''}.svg"
+    return base + image_path(community, badge, tier)
 
 
 def credential_url(base: str, community: str, identity: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from agents.web.art import calendar, sparkline
+from agents.web.credential import image_path
 from streams.badges import Badge, criteria
 from streams.periods import CHANNEL_PERIODS, format_instant
 from streams.queries import histogram_quantile
@@ -38,10 +39,6 @@ def name(value: str) -> str:
 
 def member_link(community: str, member: str) -> str:
     return f'<a href="/c/{u(community)}/members/{u(member)}">{name(member)}</a>'
-
-
-def image_path(community: str, badge: str, tier: str | None) -> str:
-    return f"/c/{quote(community)}/badges/{quote(badge)}{'.' + quote(tier) if tier else ''}.svg"
 
 
 def badge_title(catalog: Mapping[str, Badge], badge: str, tier: str | None) -> str:

@@ -30,7 +30,7 @@ from agents.settings import CommunityProfile
 from agents.store import Reader
 from agents.web import pages
 from agents.web.art import badge_svg
-from agents.web.credential import open_badge
+from agents.web.credential import image_path, open_badge
 from streams import queries
 from streams.badges import TIER_RE, Badge, badge_field, criteria
 from streams.periods import PERIODS
@@ -66,6 +66,11 @@ class Reply:
     body: bytes
     content_type: str
     headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def holder_counts(badge: Badge, counts: Mapping[str, int]) -> dict[str, int]:
+    """Holders per tier of ``badge`` (``any`` for an untiered one) from the award counts."""
+    return {(t.name or "any"): counts.get(badge_field(badge.id, t.name), 0) for t in badge.tiers}
 
 
 class NotFound(Exception):
@@ -190,10 +195,7 @@ class Site:
                 {
                     **badge.public(),
                     "criteria": criteria(badge),
-                    "holders": {
-                        (tier.name or "any"): counts.get(badge_field(badge.id, tier.name), 0)
-                        for tier in badge.tiers
-                    },
+                    "holders": holder_counts(badge, counts),
                 }
                 for badge in self._catalog.values()
             ],
@@ -206,7 +208,7 @@ class Site:
         awards = reader.latest_awards(community, WALL_AWARDS)
         for award in awards:
             award["badge_name"] = pages.badge_title(self._catalog, award["badge"], award["tier"])
-            award["image"] = pages.image_path(community, award["badge"], award["tier"])
+            award["image"] = image_path(community, award["badge"], award["tier"])
         return {"community": community, "leaderboard": board, "awards": awards}
 
     # -- pages ------------------------------------------------------------------------
@@ -273,16 +275,12 @@ class Site:
         fields = [badge_field(badge.id, tier.name) for tier in badge.tiers]
         reader = self._reader()
         holders = reader.badge_holders(community, fields)
-        counts = reader.award_counts(community)
         view = pages.Holders(
             community=community,
             title=self._issuer(community).name,
             badge=badge,
             holders=holders,
-            counts={
-                (t.name or "any"): counts.get(f, 0)
-                for t, f in zip(badge.tiers, fields, strict=True)
-            },
+            counts=holder_counts(badge, reader.award_counts(community)),
         )
         return self._html(pages.holders(view))
 

@@ -534,25 +534,22 @@ def test_pulse_web_answers_503_pages_when_redis_is_out_of_reach(stack: Stack) ->
 def test_pulse_web_fails_in_one_line_without_redis_or_with_a_busy_port(site: Pages) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
     env["PULSE_REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"
-    run = subprocess.run(
-        [sys.executable, "-m", "agents", "web", "--port", str(free_port())],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+
+    def web(port: int) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "agents", "web", "--port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+    run = web(free_port())
     assert run.returncode == 1
     assert run.stderr.count("\n") == 1
     assert "Redis" in run.stderr
-    busy = subprocess.run(
-        [sys.executable, "-m", "agents", "web", "--port", str(site.port)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    busy = web(site.port)
     assert busy.returncode == 1
     assert busy.stderr.count("\n") == 1
     assert "cannot listen" in busy.stderr
