@@ -24,7 +24,7 @@ from streams.moderation import ModerationPolicy
 from streams.policy import Policy, Retention
 from streams.scoring import parse_points, scoring_table
 from streams.segments import SegmentPolicy
-from streams.windows import GRANULARITY_NAME, WINDOWS
+from streams.windows import GRANULARITY_NAME, LONGEST_DAILY_DAYS, WINDOWS
 
 MASK: Final = "**********"
 
@@ -415,14 +415,15 @@ class Settings:
             except ValueError as exc:
                 raise ConfigError(f"{ENV['points']}: {exc}") from None
         retention: dict[str, int] = {}
-        for name, attr in (
-            ("retention_day_days", "day_seconds"),
-            ("retention_week_days", "week_seconds"),
-            ("retention_month_days", "month_seconds"),
-            ("retention_window_days", "window_seconds"),
-            ("dedupe_ttl_days", "dedupe_seconds"),
+        for name, attr, shortest in (
+            # The daily window buckets are the day leaderboards (streams/windows.py).
+            ("retention_day_days", "day_seconds", LONGEST_DAILY_DAYS),
+            ("retention_week_days", "week_seconds", 1),
+            ("retention_month_days", "month_seconds", 1),
+            ("retention_window_days", "window_seconds", 1),
+            ("dedupe_ttl_days", "dedupe_seconds", 1),
         ):
-            if (days := integer(name, 1, 3650)) is not None:
+            if (days := integer(name, shortest, 3650)) is not None:
                 retention[attr] = days * 86400
         if retention:
             values["retention"] = Retention(**retention)
@@ -638,7 +639,9 @@ class Settings:
                     "seconds": w.seconds,
                     "granularity_seconds": w.granularity,
                     "buckets": w.seconds // w.granularity,
-                    "bucket_keys": GRANULARITY_NAME[w.granularity],
+                    "bucket_keys": "lb:day"
+                    if w.granularity == 86400
+                    else f"win:{GRANULARITY_NAME[w.granularity]}",
                 }
                 for w in WINDOWS
             },

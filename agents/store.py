@@ -152,7 +152,12 @@ class Reader:
         for window in WINDOWS:
             name = GRANULARITY_NAME[window.granularity]
             for index in window.buckets(at):
-                pipe.hget(layout.window(name, index), member_id)
+                if name == "day":
+                    # A day's points are the member's score on the day leaderboard.
+                    day = period_bucket("day", index * 86400).label
+                    pipe.zscore(layout.leaderboard("day", day), member_id)
+                else:
+                    pipe.hget(layout.window(name, index), member_id)
         replies = pipe.execute()
         profile: dict[str, str] = replies[0]
         if "first_seen" not in profile:
@@ -180,7 +185,9 @@ class Reader:
         windows: dict[str, int] = {}
         for window in WINDOWS:
             count = len(window.buckets(at))
-            windows[window.name] = sum(int(v) for v in replies[cursor : cursor + count] if v)
+            # Window hashes hold points, day leaderboards minus points (see KeyLayout).
+            sign = -1 if GRANULARITY_NAME[window.granularity] == "day" else 1
+            windows[window.name] = sign * sum(int(v) for v in replies[cursor : cursor + count] if v)
             cursor += count
         by_type = {
             k.removeprefix("type:"): int(v)
@@ -309,12 +316,12 @@ class Reader:
         layout = self.layout(community)
         today = int(now // 86400)
         span = range(today - days + 1, today + 1)
-        day_window = GRANULARITY_NAME[86400]
         pipe = self._client.pipeline(transaction=False)
         pipe.hgetall(layout.events_by_day())
         pipe.hgetall(layout.feedback_by_day())
         for day in span:
-            pipe.hlen(layout.window(day_window, day))
+            # Members active on a day: those on its leaderboard.
+            pipe.zcard(layout.leaderboard("day", period_bucket("day", day * 86400).label))
         for day in span:
             pipe.zcount(layout.members_first_seen(), day * 86_400_000, (day + 1) * 86_400_000 - 1)
         pipe.zcount(layout.members_first_seen(), "-inf", f"({span[0] * 86_400_000}")

@@ -9,9 +9,11 @@
 --   fences:   {{field, epoch, offset, stream_ms}, ...}. If a stored epoch is newer
 --             than the writer's, a newer owner has the partition: nothing is written.
 --             An offset of -1 checks without recording.
---   zincr, hincr: {{{key, ...}, {name, amount, name, amount, ...}}, ...}: each amount
---             goes to every key of its group (ZINCRBY key amount name; HINCRBY key
---             name amount).
+--   zincr, hincr: {{key, {name, ...}, {amount, ...}}, ...}: the batch's increments
+--             added up per key. A key with one name takes ZINCRBY / HINCRBY; with more,
+--             one read of the current values and one variadic write of the sums per
+--             chunk (ZMSCORE + ZADD, HMGET + HSET): a redis.call costs more than the
+--             element it changes.
 --   hsets:    {{key, field, i, field, value, ...}, ...}: HSET with the value of the
 --             first field in ARGV[i] (a JSON document, passed as it is: never decoded).
 --   commands: {{name, arg, ...}, ...}, every argument a string, run in order.
@@ -35,16 +37,43 @@ for _, f in ipairs(fences) do
 end
 if done then return {'ok'} end
 
-for _, g in ipairs(zincr) do
-  local items = g[2]
-  for _, key in ipairs(g[1]) do
-    for j = 1, #items, 2 do redis.call('ZINCRBY', key, items[j + 1], items[j]) end
+-- Names per read and write (unpack() is bounded by Lua's C stack).
+local CHUNK = 500
+
+-- Add amounts[i] to the value of names[i] in key: read, add up, write back. Values are
+-- integers well inside a double's exact range; tostring keeps them integral.
+local function add_up(key, names, amounts, read, write, score_first)
+  for first = 1, #names, CHUNK do
+    local last = math.min(first + CHUNK - 1, #names)
+    local old = redis.call(read, key, unpack(names, first, last))
+    local args = {}
+    for j = first, last do
+      local value = (tonumber(old[j - first + 1]) or 0) + amounts[j]
+      local at = 2 * (j - first)
+      if score_first then
+        args[at + 1], args[at + 2] = value, names[j]
+      else
+        args[at + 1], args[at + 2] = names[j], value
+      end
+    end
+    redis.call(write, key, unpack(args))
   end
 end
-for _, g in ipairs(hincr) do
-  local items = g[2]
-  for _, key in ipairs(g[1]) do
-    for j = 1, #items, 2 do redis.call('HINCRBY', key, items[j], items[j + 1]) end
+
+for _, row in ipairs(zincr) do
+  local key, names, amounts = row[1], row[2], row[3]
+  if #names == 1 then
+    redis.call('ZINCRBY', key, amounts[1], names[1])
+  else
+    add_up(key, names, amounts, 'ZMSCORE', 'ZADD', true)
+  end
+end
+for _, row in ipairs(hincr) do
+  local key, names, amounts = row[1], row[2], row[3]
+  if #names == 1 then
+    redis.call('HINCRBY', key, names[1], amounts[1])
+  else
+    add_up(key, names, amounts, 'HMGET', 'HSET', false)
   end
 end
 for _, h in ipairs(hsets) do redis.call('HSET', h[1], h[2], ARGV[h[3]], unpack(h, 4)) end

@@ -19,7 +19,7 @@ import redis
 import redis.asyncio as aioredis
 
 from streams.badges import badge_field
-from streams.effects import CommunityWrites
+from streams.effects import APPLIED, CommunityWrites
 from streams.keys import KeyLayout, epoch_key
 from streams.state import (
     DAY_MS,
@@ -71,7 +71,7 @@ class Fence:
 
 
 def encode_state(state: MemberState) -> bytes:
-    return orjson.dumps(to_record(state))
+    return orjson.dumps(to_record(state), option=orjson.OPT_NON_STR_KEYS)
 
 
 def decode_state(raw: str | bytes) -> MemberState:
@@ -83,9 +83,14 @@ def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
         yield items[start : start + size]
 
 
-def _pairs(amounts: dict[str, int]) -> list[str | int]:
-    """``{name: amount}`` as ``[name, amount, name, amount, ...]``."""
-    return [x for item in amounts.items() for x in item]
+def _add_up(rows: dict[str, dict[str, int]], key: str, amounts: dict[str, int]) -> None:
+    """Add ``amounts`` (name -> amount) to the row of ``key``."""
+    row = rows.get(key)
+    if row is None:
+        rows[key] = dict(amounts)
+        return
+    for name, amount in amounts.items():
+        row[name] = row.get(name, 0) + amount
 
 
 def _live(keys: Iterable[str], expire: Mapping[str, int], now: float) -> list[str]:
@@ -103,8 +108,8 @@ def payload(
     """The arguments of ``write_batch.lua`` for one community's batch.
 
     The first is one JSON array: fences (field -> epoch, offset, stream ms), the
-    sorted-set and hash increments as groups (keys that take the same amounts, then
-    ``name, amount`` pairs), the hash writes whose value is a JSON document of its own
+    sorted-set and hash increments added up per key (``key, names, amounts``), the hash
+    writes whose value is a JSON document of its own
     (member states, award, flag and segment-change records: they follow as further
     arguments, so the script does not decode them), the other commands and the thread
     ops. ``now`` (epoch seconds, the shell's clock) only leaves out keys that Redis
@@ -120,12 +125,13 @@ def payload(
         blobs.append(value)
         return len(blobs) + 1  # its index in ARGV (1-based, after the JSON)
 
-    zgroups: list[list[Any]] = []
-    hgroups: list[list[Any]] = []
-    for spreads, groups in ((writes.boards, zgroups), (writes.windows, hgroups)):
+    zrows: dict[str, dict[str, int]] = {}
+    hrows: dict[str, dict[str, int]] = {}
+    for spreads, rows in ((writes.boards, zrows), (writes.windows, hrows)):
         for spread in spreads.values():
-            if spread.amounts and (keys := _live(spread.keys, expire, now)):
-                groups.append([keys, _pairs(spread.amounts)])
+            if spread.amounts:
+                for key in _live(spread.keys, expire, now):
+                    _add_up(rows, key, spread.amounts)
     if writes.tally:
         counts: dict[str, int] = {}
         sources: dict[str, int] = {}
@@ -136,20 +142,27 @@ def payload(
             sources[name] = sources.get(name, 0) + n
             name = str(day)
             days[name] = days.get(name, 0) + n
-        for key, amounts in (
-            (writes.counts_key, counts),
-            (writes.sources_key, sources),
-            (writes.days_key, days),
-        ):
-            hgroups.append([[key], _pairs(amounts)])
-    for table, groups in ((writes.zextra, zgroups), (writes.hextra, hgroups)):
+        _add_up(hrows, writes.counts_key, counts)
+        _add_up(hrows, writes.sources_key, sources)
+        _add_up(hrows, writes.days_key, days)
+    for table, rows in ((writes.zextra, zrows), (writes.hextra, hrows)):
         for key, amounts in table.items():
             if expire.get(key, now + 1) > now:
-                groups.append([[key], _pairs(amounts)])
+                _add_up(rows, key, amounts)
     hsets: list[list[Any]] = []
     out: list[list[str]] = []
     firsts: list[str] = []
     lasts: list[str] = []
+    # The event types a member's applied events of this batch had: only their counts
+    # changed (the profile's other type fields are as the batches before wrote them).
+    kinds: dict[str, set[str]] = {}
+    for activity, code in zip(writes.activities, writes.codes, strict=True):
+        if code == APPLIED:
+            got = kinds.get(activity.member_id)
+            if got is None:
+                kinds[activity.member_id] = {activity.type}
+            else:
+                got.add(activity.type)
     for member, state in writes.members.items():
         fields: list[Any] = [layout.member(member), STATE_FIELD, blob(encode_state(state))]
         if state.events:
@@ -162,8 +175,8 @@ def payload(
                 "last_seen", str(state.last_seen),
                 "segment", state.segment,
             ]  # fmt: skip
-            for kind, count in state.by_type.items():
-                fields += [f"type:{kind}", str(count)]
+            for kind in kinds.get(member, ()):
+                fields += [f"type:{kind}", str(state.by_type[kind])]
         hsets.append(fields)
     for member, by_day in writes.ids.items():
         for day, digests in by_day.items():
@@ -221,8 +234,8 @@ def payload(
     header = orjson.dumps(
         [
             [[f, str(e), str(o), str(s)] for f, (e, o, s) in fences.items()],
-            zgroups,
-            hgroups,
+            [[key, list(row), list(row.values())] for key, row in zrows.items()],
+            [[key, list(row), list(row.values())] for key, row in hrows.items()],
             hsets,
             out,
             threads,
@@ -235,16 +248,12 @@ def commands(argv: Sequence[bytes]) -> tuple[list[list[str]], list[list[str]], l
     """A payload read back as ``write_batch.lua`` reads it: (fences, the commands it
     runs in order, thread ops). For the unit tests' in-memory Redis and for reading
     what a batch writes."""
-    fences, zgroups, hgroups, hsets, out, threads = orjson.loads(argv[0])
+    fences, zrows, hrows, hsets, out, threads = orjson.loads(argv[0])
     run: list[list[str]] = []
-    for keys, pairs in zgroups:
-        for key in keys:
-            for j in range(0, len(pairs), 2):
-                run.append(["ZINCRBY", key, str(pairs[j + 1]), pairs[j]])
-    for keys, pairs in hgroups:
-        for key in keys:
-            for j in range(0, len(pairs), 2):
-                run.append(["HINCRBY", key, pairs[j], str(pairs[j + 1])])
+    for key, names, amounts in zrows:
+        run.extend(["ZINCRBY", key, str(a), n] for n, a in zip(names, amounts, strict=True))
+    for key, names, amounts in hrows:
+        run.extend(["HINCRBY", key, n, str(a)] for n, a in zip(names, amounts, strict=True))
     for key, name, index, *rest in hsets:
         run.append(["HSET", key, name, argv[index - 1].decode(), *rest])
     run.extend(out)

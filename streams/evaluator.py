@@ -35,7 +35,7 @@ from streams.periods import CHANNEL_PERIODS, PERIODS, period_bucket
 from streams.policy import Policy, Retention
 from streams.segments import SCORE_DAYS, SEGMENTS, SegmentPolicy, change_id
 from streams.state import DAY_MS, MemberState, dedupe_horizon, event_digest
-from streams.windows import GRANULARITIES
+from streams.windows import STORED
 
 DAY_SECONDS: Final = 86400
 THREAD_OPENERS: Final = {"forum.post": "forum", "github.issue_opened": "github"}
@@ -164,11 +164,11 @@ def _boards(out: CommunityWrites, day: int, channel: str | None, retention: Rete
 
 
 def _windows(out: CommunityWrites, minute: int, keep: int) -> Spread:
-    """The window buckets (minute, hour, day) of an event in ``minute``, made once per
-    batch; their expiries go to ``out.expire``."""
+    """The window buckets (minute, hour) of an event in ``minute``, made once per batch;
+    their expiries go to ``out.expire``. Daily buckets are the day leaderboards."""
     ts = minute * 60
     keys = []
-    for name, granularity in GRANULARITIES.items():
+    for name, granularity in STORED.items():
         index = ts // granularity
         key = out.layout.window(name, index)
         out.expire[key] = (index + 1) * granularity + keep

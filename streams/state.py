@@ -110,7 +110,11 @@ def restore_seen(state: MemberState, days: dict[int, str], retention_seconds: in
 
 
 def to_record(state: MemberState) -> list[Any]:
-    """The state as JSON-ready values (a list: short field names cost bytes per member)."""
+    """The state as JSON-ready values (a list: short field names cost bytes per member).
+
+    Containers go as they are where a JSON encoder takes them (tuples are arrays, the
+    score's int day keys become strings): this runs for every member of every batch.
+    """
     return [
         STATE_VERSION,
         state.points,
@@ -123,13 +127,13 @@ def to_record(state: MemberState) -> list[Any]:
         state.counters,
         {k: sorted(v) for k, v in state.days.items()},
         state.badges,
-        {str(d): p for d, p in state.score.items()},
+        state.score,
         state.segment,
         state.below_since,
         state.due,
-        {k: [list(m) for m in v] for k, v in state.flood.items()},
+        state.flood,
         state.crosspost,
-        {k: list(v) for k, v in state.bursts.items()},
+        state.bursts,
         state.received,
     ]
 

@@ -42,9 +42,15 @@ WINDOWS: Final[tuple[Window, ...]] = (
     Window("30d", 30 * DAY, DAY),
 )
 
-# The granularities buckets are stored at, with the name used in Redis keys.
+# The granularities window buckets are kept at, with the name used in Redis keys.
 GRANULARITIES: Final[dict[str, int]] = {"min": MINUTE, "hour": HOUR, "day": DAY}
 GRANULARITY_NAME: Final[dict[int, str]] = {v: k for k, v in GRANULARITIES.items()}
+# The granularities with window keys of their own. A member's points of a UTC day are
+# its score on that day's leaderboard (``lb:day:<date>``): the daily buckets are read
+# from there rather than written twice, so day leaderboards are kept at least as long
+# as the longest daily window (:data:`LONGEST_DAILY_DAYS`).
+STORED: Final[dict[str, int]] = {"min": MINUTE, "hour": HOUR}
+LONGEST_DAILY_DAYS: Final = max(w.seconds // DAY for w in WINDOWS if w.granularity == DAY)
 
 
 def bucket_index(ts: float, granularity: int) -> int:

@@ -35,7 +35,6 @@ MINUTE = int(AT // 60)
 WINDOWS = {
     f"{BASE}:win:min:{MINUTE}": (MINUTE + 1) * 60,
     f"{BASE}:win:hour:{MINUTE // 60}": (MINUTE // 60 + 1) * 3600,
-    f"{BASE}:win:day:{MINUTE // 1440}": (MINUTE // 1440 + 1) * 86400,
 }
 
 
@@ -125,7 +124,6 @@ OLD_BOARDS = {
 OLD_WINDOWS = {
     "min": f"{BASE}:win:min:{OLD_TS // 60}",
     "hour": f"{BASE}:win:hour:{OLD_TS // 3600}",
-    "day": f"{BASE}:win:day:{OLD_TS // 86400}",
 }
 ALL_BOARDS = list(OLD_BOARDS)
 OLD_DAY_END = OLD_TS + 14 * 3600
@@ -135,11 +133,12 @@ OLD_DAY_END = OLD_TS + 14 * 3600
     ("stream_time", "boards", "windows"),
     [
         # The stream is at the event, or just before its first bucket goes: nothing is late.
-        (OLD_TS, ALL_BOARDS, ["min", "hour", "day"]),
-        (OLD_TS + 60 + 86400 - 1, ALL_BOARDS, ["min", "hour", "day"]),
+        (OLD_TS, ALL_BOARDS, ["min", "hour"]),
+        (OLD_TS + 60 + 86400 - 1, ALL_BOARDS, ["min", "hour"]),
         # A bucket whose end plus retention is at or before the stream time is skipped.
-        (OLD_TS + 60 + 86400, ALL_BOARDS, ["hour", "day"]),
-        (OLD_DAY_END + 86400 - 1, ALL_BOARDS, ["day"]),
+        (OLD_TS + 60 + 86400, ALL_BOARDS, ["hour"]),
+        # (The day's window bucket is its day leaderboard.)
+        (OLD_DAY_END + 86400 - 1, ALL_BOARDS, []),
         (OLD_DAY_END + 86400, ["week", "month", "all", "ch-week", "ch-all"], []),
         # Months later: only the week (kept 400 days) and all time remain.
         (NOON, ["week", "all", "ch-week", "ch-all"], []),
@@ -153,7 +152,7 @@ def test_lateness_is_judged_against_the_stream_time(
 ) -> None:
     code, out = evaluate_one(make_activity(occurred_at=OLD), stream_time, SHORT)
     assert code == APPLIED
-    assert out.late == [len(boards) + len(windows) < 9]
+    assert out.late == [len(boards) + len(windows) < 8]
     assert set(out.zincr) == {OLD_BOARDS[b] for b in boards}
     assert {k for k in out.hincr if ":win:" in k} == {OLD_WINDOWS[w] for w in windows}
     written = [k for k in (*out.zincr, *out.hincr) if k in out.expire]

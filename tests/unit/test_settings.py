@@ -25,7 +25,7 @@ def test_environment_values_are_parsed_and_typed() -> None:
             "PULSE_WEB_PORT": "7000",
             "PULSE_LOG_LEVEL": "debug",
             "PULSE_POINTS": "chat.message=3",
-            "PULSE_RETENTION_DAY_DAYS": "10",
+            "PULSE_RETENTION_DAY_DAYS": "40",
             "PULSE_DEDUPE_TTL_DAYS": "2",
         }
     )
@@ -34,7 +34,7 @@ def test_environment_values_are_parsed_and_typed() -> None:
     assert s.web_port == 7000
     assert s.log_level == "DEBUG"
     assert s.points["chat.message"] == 3
-    assert s.retention.day_seconds == 10 * 86400
+    assert s.retention.day_seconds == 40 * 86400
     assert s.retention.dedupe_seconds == 2 * 86400
 
 
@@ -99,8 +99,13 @@ def test_public_config_lists_scoring_windows_and_retention() -> None:
         "seconds": 3600,
         "granularity_seconds": 60,
         "buckets": 60,
-        "bucket_keys": "min",
+        "bucket_keys": "win:min",
     }
+    # The daily buckets are the day leaderboards, so those must outlive the 30d window.
+    assert public["windows"]["30d"]["bucket_keys"] == "lb:day"
+    with pytest.raises(ConfigError, match="PULSE_RETENTION_DAY_DAYS must be between 30"):
+        Settings.from_env({"PULSE_RETENTION_DAY_DAYS": "29"})
+    assert Settings.from_env({"PULSE_RETENTION_DAY_DAYS": "30"}).retention.day_seconds == 30 * 86400
     assert public["retention"]["event_id_memory_seconds"] == 7 * 86400
 
 
