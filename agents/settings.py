@@ -304,7 +304,7 @@ class Settings:
     profiles: Mapping[str, CommunityProfile] = field(default_factory=dict)
     log_level: str = "INFO"
     data_dir: str = "pulse-data"
-    batch_size: int = 500
+    batch_size: int = 2000
     # Members whose engine state a worker keeps in memory (LRU); the rest are reloaded.
     state_cache_members: int = 50_000
     batch_within: float = 0.05
