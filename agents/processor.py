@@ -48,8 +48,9 @@ T = TypeVar("T")
 MAX_BACKOFF = 5.0
 # Keys whose expiry a worker remembers having set, at most (then it starts over).
 EXPIRING_KEYS = 200_000
-# Records prepared between two hand-backs of the event loop (well under a millisecond).
-PREPARE_SLICE = 4
+# Records prepared between two hand-backs of the event loop: about a millisecond of
+# evaluation (a hand-back costs 3 to 5 us, so more often costs the hot path percents).
+PREPARE_SLICE = 32
 
 
 class Record(Protocol):

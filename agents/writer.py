@@ -130,7 +130,8 @@ def payload(
     for spreads, rows in ((writes.boards, zrows), (writes.windows, hrows)):
         for spread in spreads.values():
             if spread.amounts:
-                for key in _live(spread.keys, expire, now):
+                live = spread.keys if spread.first_expiry > now else _live(spread.keys, expire, now)
+                for key in live:
                     _add_up(rows, key, spread.amounts)
     if writes.tally:
         counts: dict[str, int] = {}

@@ -24,12 +24,13 @@ awards, flags and segment changes, with the same ids and times.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Final
 
 from streams.activity import Activity
 from streams.badges import Badge, award_id
 from streams.effects import APPLIED, DUPLICATE, MODERATED, CommunityWrites, Spread
-from streams.keys import escape
+from streams.keys import KeyLayout, escape
 from streams.moderation import content_hash, flag_id
 from streams.periods import CHANNEL_PERIODS, PERIODS, period_bucket
 from streams.policy import Policy, Retention
@@ -93,7 +94,8 @@ def evaluate(
             del state.seen[old]
     out.members[member] = state
     # Downgrades that fell due before this event are judged on the score as it was.
-    advance(state, member, at, policy.segments, out)
+    if state.due and state.due <= at:
+        advance(state, member, at, policy.segments, out)
     if at > state.newest:
         state.newest = at
         _forget(state, policy)
@@ -117,10 +119,14 @@ def evaluate(
 def _forget(state: MemberState, policy: Policy) -> None:
     """Drop what no later event can need, judged against the member's newest event."""
     newest = state.newest
-    oldest_score = newest // DAY_MS - SCORE_DAYS
-    for day in [d for d in state.score if d <= oldest_score]:
-        del state.score[day]
-    state.pruned = newest // DAY_MS
+    today = newest // DAY_MS
+    if state.pruned != today:
+        oldest_score = today - SCORE_DAYS
+        for day in [d for d in state.score if d <= oldest_score]:
+            del state.score[day]
+        state.pruned = today
+    if not (state.flood or state.crosspost or state.bursts):
+        return
     mod = policy.moderation
     flood_from = newest - 2 * mod.flood_window * 1000
     for channel, messages in list(state.flood.items()):
@@ -166,16 +172,27 @@ def _boards(out: CommunityWrites, day: int, channel: str | None, retention: Rete
 def _windows(out: CommunityWrites, minute: int, keep: int) -> Spread:
     """The window buckets (minute, hour) of an event in ``minute``, made once per batch;
     their expiries go to ``out.expire``. Daily buckets are the day leaderboards."""
+    keys, expiries = _window_keys(out.layout, minute, keep)
+    expire = out.expire
+    for key, expire_at in zip(keys, expiries, strict=True):
+        expire[key] = expire_at
+    spread = out.windows[minute] = Spread(keys, min(expiries))
+    return spread
+
+
+@lru_cache(maxsize=4096)
+def _window_keys(
+    layout: KeyLayout, minute: int, keep: int
+) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The window keys of ``minute`` and their expiries (epoch s). Cached: most events
+    fall in a minute of the last few hours, and formatting keys is a share of the work."""
     ts = minute * 60
-    keys = []
+    keys, expiries = [], []
     for name, granularity in STORED.items():
         index = ts // granularity
-        key = out.layout.window(name, index)
-        out.expire[key] = (index + 1) * granularity + keep
-        keys.append(key)
-    first = min(out.expire[k] for k in keys)
-    spread = out.windows[minute] = Spread(tuple(keys), first)
-    return spread
+        keys.append(layout.window(name, index))
+        expiries.append((index + 1) * granularity + keep)
+    return tuple(keys), tuple(expiries)
 
 
 def _add(table: dict[str, dict[str, int]], key: str, name: str, amount: int) -> None:
