@@ -232,6 +232,45 @@ def test_one_write_for_a_batch_leaves_the_same_state_as_one_write_per_event(
     assert client.expiretime(thread) >= int(opened) + Retention().thread_seconds
 
 
+def test_keys_with_more_members_than_a_chunk_are_added_up_exactly(
+    stack: Stack,
+    prefix: str,
+    engines: Callable[..., Engine],
+    make_activity: Callable[..., Activity],
+) -> None:
+    """A key that several members of a batch move is read and written back in chunks of
+    500 names (ZMSCORE + ZADD, HMGET + HSET): every member's sum must come out exact,
+    whether the key held the member before or not."""
+    engine = engines(prefix)
+    members = [f"m{i:04d}" for i in range(1200)]
+    # Every other member already holds 15 points (a merged PR, no channel) in the same
+    # minute; then all 1,200 send a chat message to one channel in one batch.
+    engine.feed(
+        [
+            make_activity(
+                event_id=f"a{i}",
+                member_id=m,
+                type="github.pr_merged",
+                source="github",
+                channel=None,
+            )
+            for i, m in enumerate(members)
+            if i % 2 == 0
+        ]
+    )
+    engine.feed([make_activity(event_id=f"b{i}", member_id=m) for i, m in enumerate(members)])
+    expected = {m: 1 + (15 if i % 2 == 0 else 0) for i, m in enumerate(members)}
+    client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
+    base = f"{prefix}:{{pycon-us}}"
+    board = client.zrange(f"{base}:lb:all:all", 0, -1, withscores=True)
+    assert {m: -int(s) for m, s in board} == expected
+    channel = client.zrange(f"{base}:lb:ch:general:all:all", 0, -1, withscores=True)
+    assert {m: -int(s) for m, s in channel} == dict.fromkeys(members, 1)
+    minute = int(make_activity().occurred_at // 60)
+    window = client.hgetall(f"{base}:win:min:{minute}")
+    assert {m: int(v) for m, v in window.items()} == expected
+
+
 def test_a_write_of_an_older_owner_is_refused_and_changes_nothing(
     stack: Stack,
     prefix: str,
