@@ -13,7 +13,10 @@ Guarantees, the same as with the Faust agent before:
   Nothing else commits: auto-commit is off.
 - Batches are recorded in Redis (one fenced write per community) one at a time, in
   order. Batch N+1's write runs while batch N publishes its outputs and commits, and
-  while batch N+2 is fetched and evaluated. Commits are made in batch order.
+  while batch N+2 is evaluated. It starts once batch N+2 is decoded and its member
+  load sent (or nothing more was fetched): Redis runs one call at a time, and a load
+  queued behind a batch's write would wait for all of it, with the worker idle.
+  Commits are made in batch order.
 - The worker owns the member state of its partitions. Partitions are assigned with
   Kafka's range assignor, so partition ``p`` of every input topic goes to the same
   worker: a member's events (keyed by ``member_id``) all reach one owner, provided the
@@ -133,6 +136,9 @@ class ActivityConsumer(Service):
         # committed offsets once the batches in flight are done.
         self._refetch = False
         self._next_sweep = 0.0
+        # The newest batch's permission to write: given once the next batch's member
+        # load is on its way to Redis, or when there is no next batch yet (see _run).
+        self._gate: asyncio.Event | None = None
 
     @property
     def processor(self) -> ActivityProcessor:
@@ -179,9 +185,15 @@ class ActivityConsumer(Service):
                     "Kafka did not answer the consumer's stop within %.0fs", STOP_CONSUMER_SECONDS
                 )
 
+    def _release(self) -> None:
+        """Let the newest batch write."""
+        if self._gate is not None:
+            self._gate.set()
+
     async def settle(self) -> None:
         """Wait until the batches in flight are applied and committed (or abandoned by a
         shutdown that does not wait)."""
+        self._release()
         if self._in_flight is not None:
             # wait(), not await: a cancelled batch must not fail the rebalance listener.
             await asyncio.wait([self._in_flight])
@@ -210,7 +222,13 @@ class ActivityConsumer(Service):
                     continue
                 if asyncio.get_running_loop().time() >= self._next_sweep:
                     await self._sweep()
-                fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=size)
+                # The batch before waits to write until this batch's load is sent (a
+                # load queued behind a write waits for all of it in Redis); with
+                # nothing fetched yet, it writes now rather than after the wait.
+                fetched = await consumer.getmany(timeout_ms=0, max_records=size)
+                if not fetched:
+                    self._release()
+                    fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=size)
                 if not fetched:
                     continue
                 if self._health is not None:
@@ -219,8 +237,9 @@ class ActivityConsumer(Service):
                 offsets = {tp: batch[-1].offset + 1 for tp, batch in fetched.items()}
                 # Evaluated while Redis applies the batch before it.
                 try:
-                    prepared = await processor.prepare_cooperatively(records)
+                    prepared = await processor.prepare_cooperatively(records, self._release)
                 except StaleBatch:
+                    self._release()
                     self._refetch = True
                     continue
                 # At most two batches in flight: the one before this one recorded (its write
@@ -231,8 +250,9 @@ class ActivityConsumer(Service):
                     await asyncio.shield(older)
                 older = self._in_flight
                 recorded = asyncio.get_running_loop().create_future()
+                gate = self._gate = asyncio.Event()
                 task = asyncio.ensure_future(
-                    self._apply_then_commit(prepared, offsets, recorded, self._in_flight)
+                    self._apply_then_commit(prepared, offsets, recorded, self._in_flight, gate)
                 )
                 self._batches.add(task)
                 task.add_done_callback(self._batches.discard)
@@ -243,6 +263,7 @@ class ActivityConsumer(Service):
             # worker (mode marks the app crashed) and let the group hand the partitions
             # to a healthy one.
             log.exception("the input consumer failed; stopping the worker")
+            self._release()
             self._stopping = True
             await self.crash(exc)
 
@@ -252,6 +273,7 @@ class ActivityConsumer(Service):
         offsets: dict[TopicPartition, int],
         recorded: asyncio.Future[None],
         before: asyncio.Future[None] | None,
+        gate: asyncio.Event | None = None,
     ) -> None:
         """Record the batch in Redis, then (after the batch before it is done) publish
         its outputs and commit its offsets.
@@ -260,6 +282,8 @@ class ActivityConsumer(Service):
         publishes its outputs and commits.
         """
         try:
+            if gate is not None:
+                await gate.wait()
             if self._refetch:
                 raise StaleBatch("a batch before this one was dropped")
             result = await self._retrying(batch, lambda: self._processor.record(batch))

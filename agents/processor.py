@@ -403,13 +403,21 @@ class ActivityProcessor:
         """Prepare and apply one batch (see :meth:`prepare` and :meth:`apply`)."""
         return await self.apply(await self.prepare(records))
 
-    async def prepare(self, records: Sequence[Record], every: int = 0) -> PreparedBatch:
+    async def prepare(
+        self,
+        records: Sequence[Record],
+        every: int = 0,
+        loading: Callable[[], None] | None = None,
+    ) -> PreparedBatch:
         """Decode, validate, load what is missing, evaluate and encode a batch.
 
         The only I/O is the load of the batch's new members (one round trip). Split
         from :meth:`apply` so that the worker can prepare the next batch while Redis
         applies this one: the members' states in memory already hold this batch's
         effects. ``every`` > 0 hands the event loop back after that many records.
+        ``loading`` is called when the records are decoded, just before the load is
+        sent (the worker then lets the batch before this one write: see
+        :mod:`agents.consumer`).
         """
         started = time.perf_counter()
         now = self._clock()
@@ -431,6 +439,8 @@ class ActivityProcessor:
                     stamps.setdefault((item.community, item.event_id), record.timestamp / 1000)
             if every and not done % every:
                 await asyncio.sleep(0)
+        if loading is not None:
+            loading()
         await self._load(
             {a.community for a, *_ in decoded},
             {(a.community, a.member_id) for a, *_ in decoded},
@@ -497,10 +507,12 @@ class ActivityProcessor:
             time.perf_counter() - started,
         )
 
-    async def prepare_cooperatively(self, records: Sequence[Record]) -> PreparedBatch:
+    async def prepare_cooperatively(
+        self, records: Sequence[Record], loading: Callable[[], None] | None = None
+    ) -> PreparedBatch:
         """:meth:`prepare`, handing the event loop back every few records, so that the
         batch before it (its write's reply, its outputs, its commit) is not held up."""
-        return await self.prepare(records, every=PREPARE_SLICE)
+        return await self.prepare(records, every=PREPARE_SLICE, loading=loading)
 
     async def apply(self, batch: PreparedBatch) -> BatchOutcome:
         """Apply a prepared batch: dead letters, Redis effects, outputs, metrics.

@@ -363,7 +363,8 @@ def state_sections(client: redis.Redis, prefix: str, sample: int = 1000) -> dict
 
     import orjson
 
-    from streams.state import MemberState, from_record, to_record
+    from agents.writer import encode_state
+    from streams.state import MemberState, from_record
 
     fields = [f.name for f in dataclasses.fields(MemberState)]
     empty = MemberState()
@@ -381,12 +382,12 @@ def state_sections(client: redis.Redis, prefix: str, sample: int = 1000) -> dict
             state = from_record(orjson.loads(raw))
         except ValueError as exc:  # a record of another layout version
             return {"skipped": str(exc)}
-        full = len(orjson.dumps(to_record(state)))
+        full = len(encode_state(state))
         sizes.append(len(raw))
         rest = full
         for name in fields:
             stripped = dataclasses.replace(state, **{name: getattr(empty, name)})
-            part = full - len(orjson.dumps(to_record(stripped)))
+            part = full - len(encode_state(stripped))
             by_part[STATE_SECTIONS.get(name, "profile copy")] += part
             rest -= part
         by_part["record framing"] += rest

@@ -192,6 +192,37 @@ def test_preparing_cooperatively_hands_back_the_loop_and_prepares_the_same_batch
     assert sliced.stamps == whole.stamps
 
 
+def test_loading_is_told_once_the_batch_is_decoded_and_before_its_load_is_sent(
+    make_event: Callable[..., dict[str, Any]],
+) -> None:
+    """The worker lets the batch before write when ``loading`` is called: that must
+    happen after the records are decoded, before the load goes out, and also when
+    nothing needs loading (every member cached)."""
+    writer = FakeWriter()
+    processor = unassigned(writer)
+    processor.adopt([(TOPIC, 0)])
+    seen: list[int] = []
+
+    def loading() -> None:
+        seen.append(writer.loads)
+
+    first = [
+        record(orjson.dumps(make_event(event_id=f"a{i}", member_id=f"m{i}")), offset=i)
+        for i in range(3)
+    ]
+    asyncio.run(processor.prepare_cooperatively(first, loading))
+    assert seen == [0]
+    assert writer.loads == 1
+    # The same members again: cached, no load, and still told.
+    again = [
+        record(orjson.dumps(make_event(event_id=f"b{i}", member_id=f"m{i}")), offset=3 + i)
+        for i in range(3)
+    ]
+    asyncio.run(processor.prepare_cooperatively(again, loading))
+    assert seen == [0, 1]
+    assert writer.loads == 1
+
+
 def test_dead_letters_carry_reason_field_and_origin(
     parts: tuple[FakeWriter, FakeDeadLetters, PulseMetrics],
     make_event: Callable[..., dict[str, Any]],
