@@ -7,7 +7,8 @@ a community's keys live in one slot and one Lua call can touch them::
     {prefix}:{<community>}:counts                   hash type -> events (all time)
     {prefix}:{<community>}:lb:<period>:<bucket>     sorted set member -> -points
     {prefix}:{<community>}:lb:ch:<channel>:<period>:<bucket>
-    {prefix}:{<community>}:win:<min|hour|day>:<n>   hash member -> points in bucket n
+    {prefix}:{<community>}:win:<min|hour>:<n>       hash member -> points in bucket n
+                                                    (daily buckets: the lb:day boards)
     {prefix}:{<community>}:member:<member_id>       hash points, events, type:<t>,
                                                     first_seen, last_seen (epoch ms)
     {prefix}:{<community>}:member:<member_id>:days  set of active UTC days (day numbers)
