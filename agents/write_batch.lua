@@ -40,9 +40,19 @@ if done then return {'ok'} end
 -- Names per read and write (unpack() is bounded by Lua's C stack).
 local CHUNK = 500
 
--- Add amounts[i] to the value of names[i] in key: read, add up, write back. Values are
--- integers well inside a double's exact range; tostring keeps them integral.
-local function add_up(key, names, amounts, read, write, score_first)
+-- Add amounts[i] to the value of names[i] in key. One name: the increment command
+-- (incr). More: read, add up, write back, per chunk. Values are integers well inside a
+-- double's exact range; tostring keeps them integral. Sorted-set commands take the
+-- score before the member (score_first), hash commands the field before the value.
+local function add_up(key, names, amounts, incr, read, write, score_first)
+  if #names == 1 then
+    if score_first then
+      redis.call(incr, key, amounts[1], names[1])
+    else
+      redis.call(incr, key, names[1], amounts[1])
+    end
+    return
+  end
   for first = 1, #names, CHUNK do
     local last = math.min(first + CHUNK - 1, #names)
     local old = redis.call(read, key, unpack(names, first, last))
@@ -60,22 +70,8 @@ local function add_up(key, names, amounts, read, write, score_first)
   end
 end
 
-for _, row in ipairs(zincr) do
-  local key, names, amounts = row[1], row[2], row[3]
-  if #names == 1 then
-    redis.call('ZINCRBY', key, amounts[1], names[1])
-  else
-    add_up(key, names, amounts, 'ZMSCORE', 'ZADD', true)
-  end
-end
-for _, row in ipairs(hincr) do
-  local key, names, amounts = row[1], row[2], row[3]
-  if #names == 1 then
-    redis.call('HINCRBY', key, names[1], amounts[1])
-  else
-    add_up(key, names, amounts, 'HMGET', 'HSET', false)
-  end
-end
+for _, row in ipairs(zincr) do add_up(row[1], row[2], row[3], 'ZINCRBY', 'ZMSCORE', 'ZADD', true) end
+for _, row in ipairs(hincr) do add_up(row[1], row[2], row[3], 'HINCRBY', 'HMGET', 'HSET', false) end
 for _, h in ipairs(hsets) do redis.call('HSET', h[1], h[2], ARGV[h[3]], unpack(h, 4)) end
 for _, c in ipairs(commands) do redis.call(unpack(c)) end
 

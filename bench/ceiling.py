@@ -33,7 +33,7 @@ from bench.workload import Workload
 from streams.keys import KeyLayout
 from streams.periods import PERIODS, period_bucket
 from streams.scoring import DEFAULT_POINTS
-from streams.windows import GRANULARITIES
+from streams.windows import STORED
 
 # The size of the placeholder written as each member's engine state.
 STATE_BYTES = 200
@@ -128,7 +128,7 @@ def _batch_commands(
                 zincr[(key, member)] -= earned
                 if period != "all":
                     expiring.add(key)
-        for name, granularity in GRANULARITIES.items():
+        for name, granularity in STORED.items():
             key = layout.window(name, int(ts // granularity))
             hincr[(key, member)] += earned
             expiring.add(key)
