@@ -30,7 +30,7 @@ import orjson
 import redis
 from prometheus_client import Counter as PromCounter
 
-from agents.metrics import PulseMetrics
+from agents.metrics import PulseMetrics, observe_all
 from agents.settings import Settings
 from agents.writer import Fence, Fenced, payload
 from streams.activity import Activity, InvalidActivity, parse_activity
@@ -589,7 +589,8 @@ class ActivityProcessor:
         moderated: Counter[str] = Counter()
         late_events: Counter[str] = Counter()
         duplicates: Counter[str] = Counter(batch.skipped)
-        latency = m.processing_latency.observe
+        latencies: list[float] = []
+        latency = latencies.append
         # Late is judged in event time by the evaluator (against the stream time); an
         # event whose buckets Redis has expired by its own clock is not written to them
         # either, and counts as late too. The minute window bucket expires first.
@@ -609,6 +610,7 @@ class ActivityProcessor:
                         late_events[community] += 1
                 else:
                     duplicates[community] += 1
+        observe_all(m.processing_latency, latencies)
         for (community, activity_type), count in processed.items():
             m.events_processed.labels(community, activity_type).inc(count)
         for counts, metric in (

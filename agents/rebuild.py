@@ -252,6 +252,7 @@ class TopicReader:
                 raise RebuildError(f"input topic {topic!r} does not exist")
             self.partitions += [TopicPartition(topic, p) for p in sorted(found)]
         self._consumer.assign(self.partitions)
+        self.batch_size = batch_size
         self._end: dict[TopicPartition, int] = {}
         self._open: set[TopicPartition] = set()
         # Records between the start and the end offsets (set by start()).
@@ -324,8 +325,12 @@ async def _replay(
     )
     processor.adopt([(tp.topic, tp.partition) for tp in reader.partitions])
     progress = Progress("rebuild", reader.total, unit="records")
+    # Evaluating a batch while Redis applies the one before needs the states of both in
+    # the cache (an evicted member is reloaded from Redis, which must hold its writes).
+    overlap = settings.state_cache_members >= 4 * reader.batch_size
+    applying: asyncio.Task[Any] | None = None
     try:
-        # Fetch the next batch while Redis applies this one.
+        # Fetch the next batch while this one is evaluated and the one before applied.
         fetching = asyncio.create_task(asyncio.to_thread(reader.poll))
         while True:
             records = await fetching
@@ -336,11 +341,20 @@ async def _replay(
             chosen = [r for r in records if selected(r)]
             report.records_selected += len(chosen)
             if chosen:
-                await processor.process(chosen)
+                prepared = await processor.prepare(chosen)
+                if applying is not None:
+                    await applying
+                applying = asyncio.create_task(processor.apply(prepared))
+                if not overlap:
+                    await applying
             progress.advance(len(records))
             if finished:
                 break
+        if applying is not None:
+            await applying
     finally:
+        if applying is not None and not applying.done():
+            applying.cancel()
         progress.close()
         await client.aclose()
     report.invalid = dict(letters.reasons)

@@ -24,7 +24,9 @@ awards, flags and segment changes, with the same ids and times.
 
 from __future__ import annotations
 
+from bisect import bisect_right, insort_right
 from functools import lru_cache
+from operator import itemgetter
 from typing import Final
 
 from streams.activity import Activity
@@ -44,6 +46,7 @@ THREAD_REPLIES: Final = {"forum.reply": "forum", "github.comment": "github"}
 RANK: Final = {name: rank for rank, name in enumerate(SEGMENTS)}
 # At most this many event ids are listed in a flood flag (oldest first).
 FLAG_EVENTS: Final = 100
+_time = itemgetter(0)
 
 
 def evaluate(
@@ -130,11 +133,11 @@ def _forget(state: MemberState, policy: Policy) -> None:
     mod = policy.moderation
     flood_from = newest - 2 * mod.flood_window * 1000
     for channel, messages in list(state.flood.items()):
-        kept = [m for m in messages if m[0] > flood_from]
-        if kept:
-            state.flood[channel] = kept
-        else:
+        old = bisect_right(messages, flood_from, key=_time)
+        if old == len(messages):
             del state.flood[channel]
+        elif old:
+            del messages[:old]
     cross_from = newest - 2 * mod.crosspost_window * 1000
     for digest, channels in list(state.crosspost.items()):
         if max(channels.values()) <= cross_from:
@@ -496,12 +499,15 @@ def _moderated(
     community = out.layout.community
     moderated = False
     window = mod.flood_window * 1000
+    # Sorted (by time, then id): the window is a slice.
     messages = state.flood.setdefault(channel, [])
-    recent = sum(1 for t, _ in messages if at - window < t <= at)
-    messages.append((at, event_id))
+    start = bisect_right(messages, at - window, key=_time)
+    recent = bisect_right(messages, at, lo=start, key=_time) - start
+    insort_right(messages, (at, event_id))
     if recent >= mod.flood_messages:
         moderated = True
-        burst = sorted(m for m in messages if at - window < m[0] <= at)[:FLAG_EVENTS]
+        end = bisect_right(messages, at, lo=start, key=_time)
+        burst = sorted(messages[start:end])[:FLAG_EVENTS]
         _flag(
             state, "flood", channel, channel, flag_id(community, member, "flood", event_id),
             window, at, burst[0][0], [e for _, e in burst], activity, out,

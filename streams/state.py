@@ -59,8 +59,8 @@ class MemberState:
     # and when the downgrade grace ends (0: no downgrade pending).
     below_since: int = 0
     due: int = 0
-    # Moderation windows: per channel the recent messages (at, event_id); per content
-    # hash the channels it was posted in (channel -> last at); the open bursts
+    # Moderation windows: per channel the recent messages (at, event_id), sorted; per
+    # content hash the channels it was posted in (channel -> last at); the open bursts
     # ("rule|scope" -> [flag_id, end]).
     flood: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
     crosspost: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -185,7 +185,8 @@ def from_record(record: list[Any]) -> MemberState:
         segment=segment,
         below_since=below_since,
         due=due,
-        flood={k: [(int(m[0]), str(m[1])) for m in v] for k, v in flood.items()},
+        # Kept sorted by the evaluator (states stored before were in arrival order).
+        flood={k: sorted((int(m[0]), str(m[1])) for m in v) for k, v in flood.items()},
         crosspost=crosspost,
         bursts={k: (str(v[0]), int(v[1])) for k, v in bursts.items()},
         received=received,
