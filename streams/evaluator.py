@@ -498,12 +498,19 @@ def _moderated(
     member, channel, event_id = activity.member_id, activity.channel, activity.event_id
     community = out.layout.community
     moderated = False
+    # A rule keeps the member's messages of the last two windows before its newest
+    # event (:func:`_forget`); a message older than that is not judged by it (nor
+    # remembered: it would only wait for the next pruning).
+    newest = state.newest
     window = mod.flood_window * 1000
-    # Sorted (by time, then id): the window is a slice.
-    messages = state.flood.setdefault(channel, [])
-    start = bisect_right(messages, at - window, key=_time)
-    recent = bisect_right(messages, at, lo=start, key=_time) - start
-    insort_right(messages, (at, event_id))
+    if at > newest - 2 * window:
+        # Sorted (by time, then id): the window is a slice.
+        messages = state.flood.setdefault(channel, [])
+        start = bisect_right(messages, at - window, key=_time)
+        recent = bisect_right(messages, at, lo=start, key=_time) - start
+        insort_right(messages, (at, event_id))
+    else:
+        recent = 0
     if recent >= mod.flood_messages:
         moderated = True
         end = bisect_right(messages, at, lo=start, key=_time)
@@ -513,8 +520,8 @@ def _moderated(
             window, at, burst[0][0], [e for _, e in burst], activity, out,
         )  # fmt: skip
     digest = content_hash(activity)
-    if digest is not None:
-        window = mod.crosspost_window * 1000
+    window = mod.crosspost_window * 1000
+    if digest is not None and at > newest - 2 * window:
         channels = state.crosspost.setdefault(digest, {})
         others = sum(1 for c, t in channels.items() if c != channel and at - window < t <= at)
         channels[channel] = max(channels.get(channel, at), at)

@@ -91,6 +91,37 @@ def test_messages_just_outside_the_window_do_not_count() -> None:
     assert out.bursts == {}
 
 
+def test_a_message_older_than_two_windows_before_the_newest_is_not_judged() -> None:
+    # A burst delivered in time order is a flood; the same burst delivered after a
+    # message 120 s (two flood windows) later is older than what the rule keeps.
+    burst = [chat(i, i) for i in range(11)]
+    codes, _ = run(burst)
+    assert codes[-1] == MODERATED
+    replay = Replay(Policy())
+    replay.feed([chat(99, 130, tag="late")])
+    codes = replay.feed(burst)
+    assert codes == [APPLIED] * 11
+    state = replay.states[("pycon-us", "spammer")]
+    assert state.flood == {"general": [(T0_MS + 130_000, "late99")]}
+    # Within two windows of the newest message, a late one is judged and remembered.
+    replay = Replay(Policy())
+    replay.feed([chat(99, 100, tag="late")])
+    codes = replay.feed(burst)
+    assert codes == [APPLIED] * 10 + [MODERATED]
+    assert len(replay.states[("pycon-us", "spammer")].flood["general"]) == 12
+
+
+def test_a_cross_post_older_than_two_windows_before_the_newest_is_not_judged() -> None:
+    posts = [chat(i, i, channel=c, digest="h") for i, c in enumerate("abc")]
+    replay = Replay(Policy())
+    replay.feed([chat(99, 610, channel="z", tag="late")])
+    assert replay.feed(posts) == [APPLIED] * 3
+    assert replay.states[("pycon-us", "spammer")].crosspost == {}
+    replay = Replay(Policy())
+    replay.feed([chat(99, 599, channel="z", tag="late")])
+    assert replay.feed(posts) == [APPLIED, APPLIED, MODERATED]
+
+
 def test_a_flood_is_per_channel_and_per_member() -> None:
     batch = [chat(i, i, channel=("a", "b")[i % 2]) for i in range(12)]
     batch += [chat(i, i, member="other", tag="o") for i in range(5)]
