@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_RETRY_DELAY = 30.0
+FETCH_MIN_BYTES = 16 * 1024
+FETCH_MAX_WAIT_MS = 20
 # Shutdown grace: the batches in flight, then the consumer's leave-group.
 STOP_BATCHES_SECONDS = 15.0
 STOP_CONSUMER_SECONDS = 5.0
@@ -73,6 +75,11 @@ def consumer_options(settings: Settings, ssl_context: Any) -> dict[str, Any]:
         "partition_assignment_strategy": (RangePartitionAssignor,),
         "auto_offset_reset": "earliest",
         "max_poll_records": settings.batch_size,
+        # A fetch returns once 16 KB are there or after 20 ms: with the default (any
+        # byte), a steady producer with a 5 ms linger makes one fetch per produce, and
+        # the broker spent 0.14 cores answering them at 5,000 events/s (0.03 so).
+        "fetch_min_bytes": FETCH_MIN_BYTES,
+        "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
         # A worker stalled on a Redis outage stops polling; it keeps its partitions
         # (and the unapplied batch stays uncommitted) for this long before the group
         # moves them on.
