@@ -22,6 +22,7 @@ from agents import web
 from agents.consumer import ActivityConsumer, consumer_options
 from agents.dependencies import PROBE_SECONDS, DependencyHealth, probe
 from agents.health import CommunityHealthCollector
+from agents.kafka_io import ssl_context
 from agents.log_limit import limit_dependency_logs
 from agents.metrics import PulseMetrics
 from agents.processor import ActivityProcessor, DeadLetter, KafkaUnavailable
@@ -31,15 +32,6 @@ from agents.web.site import Site
 from agents.writer import StateWriter
 
 log = logging.getLogger(__name__)
-
-
-def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
-    if not settings.kafka_security_protocol.endswith("SSL"):
-        return None
-    context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
-    if settings.kafka_ssl_certfile:
-        context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile)
-    return context
 
 
 def _credentials(settings: Settings, context: ssl.SSLContext | None) -> Any:
@@ -121,7 +113,7 @@ class FaustPublisher:
 
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> faust.App:
     """Build the worker app from ``settings`` (the only place adapters are wired)."""
-    context = _ssl_context(settings)
+    context = ssl_context(settings)
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers],

@@ -7,6 +7,7 @@ and producer are Faust's (aiokafka).
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Iterable
 from typing import Any
 
@@ -46,10 +47,23 @@ def client_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def ensure_topics(settings: Settings, extra: Iterable[str] = ()) -> list[str]:
-    """Create the input and dead-letter topics when missing; returns those created."""
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context of the aiokafka clients (the worker's, the rebuild's reader)."""
+    if not settings.kafka_security_protocol.endswith("SSL"):
+        return None
+    context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
+    if settings.kafka_ssl_certfile:
+        context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile)
+    return context
+
+
+def ensure_topics(
+    settings: Settings, extra: Iterable[str] = (), *, inputs: bool = True
+) -> list[str]:
+    """Create the input (unless ``inputs`` is false), dead-letter and output topics when
+    missing; returns those created."""
     outputs = (settings.awards_topic, settings.segments_topic, settings.moderation_topic)
-    wanted = [*settings.activity_topics, settings.dlq_topic, *outputs, *extra]
+    wanted = [*(settings.activity_topics if inputs else ()), settings.dlq_topic, *outputs, *extra]
     admin = KafkaAdminClient(**client_options(settings), request_timeout_ms=15000)
     try:
         existing = set(admin.list_topics())
@@ -79,4 +93,4 @@ def make_producer(settings: Settings) -> KafkaProducer:
     )
 
 
-__all__ = ["KafkaError", "client_options", "ensure_topics", "make_producer"]
+__all__ = ["KafkaError", "client_options", "ensure_topics", "make_producer", "ssl_context"]

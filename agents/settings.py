@@ -24,7 +24,7 @@ from streams.moderation import ModerationPolicy
 from streams.policy import Policy, Retention
 from streams.scoring import parse_points, scoring_table
 from streams.segments import SegmentPolicy
-from streams.windows import GRANULARITY_NAME, LONGEST_DAILY_DAYS, WINDOWS
+from streams.windows import GRANULARITY_NAME, LONGEST_DAILY_DAYS, WINDOWS, on_day_boards
 
 MASK: Final = "**********"
 
@@ -641,7 +641,7 @@ class Settings:
                     "granularity_seconds": w.granularity,
                     "buckets": w.seconds // w.granularity,
                     "bucket_keys": "lb:day"
-                    if w.granularity == 86400
+                    if on_day_boards(w)
                     else f"win:{GRANULARITY_NAME[w.granularity]}",
                 }
                 for w in WINDOWS

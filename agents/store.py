@@ -20,7 +20,7 @@ from streams.downloads import Health, health
 from streams.keys import KeyLayout
 from streams.periods import PERIODS, format_instant, period_bucket
 from streams.segments import SegmentPolicy, score_days
-from streams.windows import GRANULARITY_NAME, WINDOWS
+from streams.windows import GRANULARITY_NAME, WINDOWS, on_day_boards
 
 
 def connect(url: str) -> redis.Redis:
@@ -151,8 +151,9 @@ class Reader:
             pipe.zrank(layout.leaderboard(period, period_bucket(period, at).label), member_id)
         for window in WINDOWS:
             name = GRANULARITY_NAME[window.granularity]
+            boards = on_day_boards(window)
             for index in window.buckets(at):
-                if name == "day":
+                if boards:
                     # A day's points are the member's score on the day leaderboard.
                     day = period_bucket("day", index * 86400).label
                     pipe.zscore(layout.leaderboard("day", day), member_id)
@@ -186,7 +187,7 @@ class Reader:
         for window in WINDOWS:
             count = len(window.buckets(at))
             # Window hashes hold points, day leaderboards minus points (see KeyLayout).
-            sign = -1 if GRANULARITY_NAME[window.granularity] == "day" else 1
+            sign = -1 if on_day_boards(window) else 1
             windows[window.name] = sign * sum(int(v) for v in replies[cursor : cursor + count] if v)
             cursor += count
         by_type = {

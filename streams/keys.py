@@ -3,24 +3,26 @@
 Every key of a community carries the community in a Redis Cluster hash tag, so all of
 a community's keys live in one slot and one Lua call can touch them::
 
-    {prefix}:{<community>}:seen:<event_id>          dedupe marker (string, TTL)
     {prefix}:{<community>}:counts                   hash type -> events (all time)
     {prefix}:{<community>}:lb:<period>:<bucket>     sorted set member -> -points
     {prefix}:{<community>}:lb:ch:<channel>:<period>:<bucket>
     {prefix}:{<community>}:win:<min|hour>:<n>       hash member -> points in bucket n
                                                     (daily buckets: the lb:day boards)
     {prefix}:{<community>}:member:<member_id>       hash points, events, type:<t>,
-                                                    first_seen, last_seen (epoch ms)
+                                                    first_seen, last_seen (epoch ms),
+                                                    segment, state (the engine's state)
     {prefix}:{<community>}:member:<member_id>:days  set of active UTC days (day numbers)
-    {prefix}:{<community>}:member:<member_id>:bc    hash: badge counters
-    {prefix}:{<community>}:member:<member_id>:bd:<badge>:<n>  set of day numbers
+    {prefix}:{<community>}:member:<member_id>:ids:<day>  event id digests received that
+                                                    UTC day (the dedupe memory)
     {prefix}:{<community>}:member:<member_id>:badges  hash: badge[:tier] -> awarded (epoch ms)
     {prefix}:{<community>}:awards                   hash: award_id -> award record (JSON)
     {prefix}:{<community>}:awards:by_time           sorted set: award_id by awarded_at
     {prefix}:{<community>}:awards:outbox            sorted set: awards not yet published
     {prefix}:{<community>}:awards:counts            hash: badge:tier -> awards
-    {prefix}:{<community>}:member:<member_id>:d30   hash: UTC day number -> points (30-day score)
+    {prefix}:{<community>}:badge:<badge[:tier]>:holders  sorted set: member -> awarded
+    {prefix}:{<community>}:channels                 set of channels with leaderboards
     {prefix}:{<community>}:seg:<segment>            sorted set: members above beginner
+    {prefix}:{<community>}:seg:due                  sorted set: member -> downgrade due
     {prefix}:{<community>}:segchanges[:outbox]      hash of change records / unpublished ids
     {prefix}:{<community>}:members:first|last       sorted sets: member -> first/last seen ms
     {prefix}:{<community>}:events:day               hash: UTC day number -> events
@@ -28,16 +30,14 @@ a community's keys live in one slot and one Lua call can touch them::
     {prefix}:{<community>}:feedback:day             hash: <day>:sum / <day>:n of ratings
     {prefix}:{<community>}:thread:<kind>:<thread>   hash: opened_at, author, answered
     {prefix}:{<community>}:ttfr:<kind>              hash: le:<bound> / sum / count
-    {prefix}:{<community>}:mod:rate:<member>:<channel>   sorted set: recent messages
-    {prefix}:{<community>}:mod:xp:<member>:<hash>        sorted set: channel -> last post
-    {prefix}:{<community>}:mod:flag:<rule>:<member>:<scope>  hash: the open burst (scope:
-                                                    the channel of a flood, the content
-                                                    hash of a cross-post)
     {prefix}:{<community>}:mod:burst:<flag_id>      list: event ids attached to a flag
     {prefix}:{<community>}:flags[:outbox]           hash of flag records / unpublished ids
     {prefix}:{<community>}:mod:counts               hash: rule -> flags
     {prefix}:{<community>}:pypi:daily:<project>     hash: UTC day number -> downloads
     {prefix}:{<community>}:pypi:recent:<project>    hash: last_day/last_week/last_month
+    {prefix}:{<community>}:offsets                  hash: topic|partition -> owner epoch,
+                                                    last applied offset, stream time
+    {prefix}:epoch:<topic>:<partition>              counter: the owner epochs handed out
 
 Leaderboard scores are stored negated, so that Redis's ascending order (score, then
 member bytes) gives "most points first, ties by member_id ascending".
@@ -84,9 +84,6 @@ class KeyLayout:
         # contain the braces that end a hash tag.
         object.__setattr__(self, "base", f"{self.prefix}:{{{self.community}}}")
 
-    def seen(self, event_id: str) -> str:
-        return f"{self.base}:seen:{escape(event_id)}"
-
     def counts(self) -> str:
         return f"{self.base}:counts"
 
@@ -103,13 +100,6 @@ class KeyLayout:
 
     def member_days(self, member_id: str) -> str:
         return f"{self.base}:member:{escape(member_id)}:days"
-
-    def badge_counters(self, member_id: str) -> str:
-        return f"{self.base}:member:{escape(member_id)}:bc"
-
-    def badge_days(self, member_id: str, badge: str, condition: int) -> str:
-        # badge ids are validated to [a-z0-9-], safe in a key as they are.
-        return f"{self.base}:member:{escape(member_id)}:bd:{badge}:{condition}"
 
     def member_ids(self, member_id: str, day: int) -> str:
         """The event ids (8-byte digests, hex) a member's records received on a UTC
@@ -140,9 +130,6 @@ class KeyLayout:
     def award_counts(self) -> str:
         return f"{self.base}:awards:counts"
 
-    def member_score_days(self, member_id: str) -> str:
-        return f"{self.base}:member:{escape(member_id)}:d30"
-
     def segment_index(self, segment: str) -> str:
         return f"{self.base}:seg:{segment}"
 
@@ -172,17 +159,6 @@ class KeyLayout:
 
     def first_response(self, kind: str) -> str:
         return f"{self.base}:ttfr:{kind}"
-
-    def flood_window(self, member_id: str, channel: str) -> str:
-        return f"{self.base}:mod:rate:{escape(member_id)}:{escape(channel)}"
-
-    def crosspost_window(self, member_id: str, content_hash: str) -> str:
-        return f"{self.base}:mod:xp:{escape(member_id)}:{escape(content_hash)}"
-
-    def open_flag(self, rule: str, member_id: str, scope: str) -> str:
-        """The open flag of a burst: a flood's scope is its channel, a cross-post's the
-        content hash (its copies land in a new channel each time)."""
-        return f"{self.base}:mod:flag:{rule}:{escape(member_id)}:{escape(scope)}"
 
     def burst(self, flag_id: str) -> str:
         return f"{self.base}:mod:burst:{flag_id}"

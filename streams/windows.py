@@ -53,6 +53,12 @@ STORED: Final[dict[str, int]] = {"min": MINUTE, "hour": HOUR}
 LONGEST_DAILY_DAYS: Final = max(w.seconds // DAY for w in WINDOWS if w.granularity == DAY)
 
 
+def on_day_boards(window: Window) -> bool:
+    """Whether the window's buckets are the day leaderboards (which hold points
+    negated) rather than window hashes of their own."""
+    return GRANULARITY_NAME[window.granularity] not in STORED
+
+
 def bucket_index(ts: float, granularity: int) -> int:
     """The bucket of ``granularity`` seconds that holds the instant ``ts``."""
     return int(ts // granularity)

@@ -83,6 +83,28 @@ def test_wiping_redis_and_rebuilding_gives_back_the_same_state(
     print(report)
 
 
+def test_a_rebuild_creates_a_missing_awards_topic_and_announces_there(
+    sandbox: Sandbox, processed: tuple[list[dict[str, Any]], dict[str, Any]]
+) -> None:
+    # A producer waits a minute per message for a topic that does not exist: the
+    # rebuild creates its output topics first, as a worker does.
+    _, before = processed
+    topic = f"{sandbox.prefix}.awards-moved"
+    done = subprocess.run(
+        [sys.executable, "-m", "agents", "rebuild", "--all", "--from-beginning", "--json"],
+        env=sandbox.env | {"PULSE_TOPIC_AWARDS": topic},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = orjson.loads(done.stdout)
+    awards = sum(len(v) for k, v in before.items() if k.endswith(":awards"))
+    assert awards > 0
+    assert (report["awards_published"], report["awards_already_published"]) == (awards, 0)
+
+
 def test_rebuilding_one_community_leaves_the_others_alone(
     sandbox: Sandbox, processed: tuple[list[dict[str, Any]], dict[str, Any]]
 ) -> None:
