@@ -446,8 +446,8 @@ def rebuild(
 
     async def replay() -> PulseMetrics:
         nonlocal awards
-        await reader.open()  # refuses a missing input topic, before anything is wiped
         try:
+            await reader.open()  # refuses a missing input topic, before anything is wiped
             if announce:
                 # A producer waits for the metadata of a missing topic, a minute per
                 # message; create the outputs as a worker would (never the input: an
