@@ -156,3 +156,21 @@ def test_a_rebuild_applies_a_new_scoring_table_to_past_events(
             assert board.get(member, 0) == want, (community, member)
             changed += want != score
     assert changed > 0
+
+
+def test_a_missing_input_topic_is_refused_before_anything_is_wiped(sandbox: Sandbox) -> None:
+    client = sandbox.redis()
+    key = f"{sandbox.prefix}:{{pycon-us}}:lb:all:all"
+    client.zadd(key, {"ann": -5})
+    done = subprocess.run(
+        [sys.executable, "-m", "agents", "rebuild", "--all", "--from-beginning"],
+        env=sandbox.env | {"PULSE_TOPIC_ACTIVITY": f"{sandbox.prefix}.no-such-topic"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "no-such-topic' does not exist" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert client.zscore(key, "ann") == -5
