@@ -58,7 +58,7 @@ from agents.processor import (
     Record,
 )
 from agents.progress import Progress
-from agents.settings import Settings
+from agents.settings import CACHE_BATCHES, Settings
 from agents.store import connect, connect_async
 from agents.writer import StateWriter
 from streams import queries
@@ -359,7 +359,7 @@ async def _replay(
     progress = Progress("rebuild", reader.total, unit="records")
     # Evaluating a batch while Redis applies the one before needs the states of both in
     # the cache (an evicted member is reloaded from Redis, which must hold its writes).
-    overlap = settings.state_cache_members >= 4 * reader.batch_size
+    overlap = settings.state_cache_members >= CACHE_BATCHES * reader.batch_size
     applying: asyncio.Task[Any] | None = None
     try:
         # The consumer fetches ahead in the background; a batch is evaluated while

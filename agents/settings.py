@@ -27,6 +27,10 @@ from streams.segments import SegmentPolicy
 from streams.windows import GRANULARITY_NAME, LONGEST_DAILY_DAYS, WINDOWS, on_day_boards
 
 MASK: Final = "**********"
+# The state cache holds at least this many batches' members: a member is evicted only
+# once the batches that touched it are written, and two batches are in flight (the
+# worker's, and `pulse rebuild` evaluating one while Redis applies the one before).
+CACHE_BATCHES: Final = 4
 
 
 class ConfigError(ValueError):
@@ -531,12 +535,10 @@ class Settings:
                 )
         if not self.activity_topics:
             raise ConfigError(f"{ENV['activity_topics']} must name at least one topic")
-        if self.state_cache_members < 4 * self.batch_size:
-            # A member is evicted only once the batches that touched it are written;
-            # with two batches in flight that needs room for a few batches' members.
+        if self.state_cache_members < CACHE_BATCHES * self.batch_size:
             raise ConfigError(
                 f"{ENV['state_cache_members']} ({self.state_cache_members}) must be at least "
-                f"4 x {ENV['batch_size']} ({4 * self.batch_size})"
+                f"{CACHE_BATCHES} x {ENV['batch_size']} ({CACHE_BATCHES * self.batch_size})"
             )
         if self.dlq_topic in self.activity_topics:
             raise ConfigError(

@@ -46,6 +46,9 @@ THREAD_REPLIES: Final = {"forum.reply": "forum", "github.comment": "github"}
 RANK: Final = {name: rank for rank, name in enumerate(SEGMENTS)}
 # At most this many event ids are listed in a flood flag (oldest first).
 FLAG_EVENTS: Final = 100
+# A moderation rule keeps (and judges) a member's messages of this many of its windows
+# before the member's newest event.
+KEPT_WINDOWS: Final = 2
 _time = itemgetter(0)
 
 
@@ -131,18 +134,18 @@ def _forget(state: MemberState, policy: Policy) -> None:
     if not (state.flood or state.crosspost or state.bursts):
         return
     mod = policy.moderation
-    flood_from = newest - 2 * mod.flood_window * 1000
+    flood_from = newest - KEPT_WINDOWS * mod.flood_window * 1000
     for channel, messages in list(state.flood.items()):
         old = bisect_right(messages, flood_from, key=_time)
         if old == len(messages):
             del state.flood[channel]
         elif old:
             del messages[:old]
-    cross_from = newest - 2 * mod.crosspost_window * 1000
+    cross_from = newest - KEPT_WINDOWS * mod.crosspost_window * 1000
     for digest, channels in list(state.crosspost.items()):
         if max(channels.values()) <= cross_from:
             del state.crosspost[digest]
-    longest = 2 * max(mod.flood_window, mod.crosspost_window) * 1000
+    longest = KEPT_WINDOWS * max(mod.flood_window, mod.crosspost_window) * 1000
     for scope, (_, end) in list(state.bursts.items()):
         if end < newest - longest:
             del state.bursts[scope]
@@ -498,12 +501,12 @@ def _moderated(
     member, channel, event_id = activity.member_id, activity.channel, activity.event_id
     community = out.layout.community
     moderated = False
-    # A rule keeps the member's messages of the last two windows before its newest
-    # event (:func:`_forget`); a message older than that is not judged by it (nor
-    # remembered: it would only wait for the next pruning).
+    # A rule keeps the member's messages of its last KEPT_WINDOWS windows before the
+    # newest event (:func:`_forget`); a message older than that is not judged by it
+    # (nor remembered: it would only wait for the next pruning).
     newest = state.newest
     window = mod.flood_window * 1000
-    if at > newest - 2 * window:
+    if at > newest - KEPT_WINDOWS * window:
         # Sorted (by time, then id): the window is a slice.
         messages = state.flood.setdefault(channel, [])
         start = bisect_right(messages, at - window, key=_time)
@@ -521,7 +524,7 @@ def _moderated(
         )  # fmt: skip
     digest = content_hash(activity)
     window = mod.crosspost_window * 1000
-    if digest is not None and at > newest - 2 * window:
+    if digest is not None and at > newest - KEPT_WINDOWS * window:
         channels = state.crosspost.setdefault(digest, {})
         others = sum(1 for c, t in channels.items() if c != channel and at - window < t <= at)
         channels[channel] = max(channels.get(channel, at), at)
