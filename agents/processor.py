@@ -291,6 +291,10 @@ class ActivityProcessor:
         # (pulse rebuild) the epoch is whatever the partition's owner has recorded.
         self._owned: dict[str, tuple[str, int, int]] = {}
         self._adopt = False
+        # Redis holds no member state of these partitions but what this processor wrote
+        # and still caches (a full rebuild, after its wipe): a member missing from the
+        # cache is new, and is not read. The first eviction ends it.
+        self._blank = False
         self._generation = 0
         # A day of remembered event ids lives in Redis one day past the retention.
         self._keep_ids = self._policy.retention.dedupe_seconds + 86400
@@ -311,11 +315,14 @@ class ActivityProcessor:
         self._adopt = False
         self._owned = {partition_field(t, p): (t, p, e) for (t, p), e in epochs.items()}
 
-    def adopt(self, partitions: Sequence[tuple[str, int]]) -> None:
+    def adopt(self, partitions: Sequence[tuple[str, int]], blank: bool = False) -> None:
         """Write to ``partitions`` as their current owner (``pulse rebuild``, which runs
-        while no worker writes): no new epoch, no fencing of anyone."""
+        while no worker writes): no new epoch, no fencing of anyone. ``blank``: Redis
+        holds no member state of the communities the records belong to (a full rebuild
+        has just deleted their keys), so members are not read until one is evicted."""
         self.reset()
         self._adopt = True
+        self._blank = blank
         self._owned = {partition_field(t, p): (t, p, 0) for t, p in partitions}
 
     def reset(self) -> None:
@@ -324,6 +331,7 @@ class ActivityProcessor:
         self._fences.clear()
         self._advanced.clear()
         self._expiring.clear()
+        self._blank = False
         self._generation += 1
 
     @property
@@ -363,6 +371,9 @@ class ActivityProcessor:
             if c not in self._fences
         }
         missing = [(c, m) for c, m in members if (c, m) not in self._cache]
+        if self._blank:
+            self._cache.update((key, MemberState()) for key in missing)
+            missing = []
         if not claims and not missing:
             return
         keep = self._policy.retention.dedupe_seconds
@@ -396,6 +407,7 @@ class ActivityProcessor:
         cache = self._cache
         while len(cache) > self._cap:
             cache.popitem(last=False)
+            self._blank = False
 
     # -- batches -----------------------------------------------------------------------
 

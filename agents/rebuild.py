@@ -355,7 +355,10 @@ async def _replay(
         sinks,
         clock=clock,
     )
-    processor.adopt([(tp.topic, tp.partition) for tp in reader.partitions])
+    # After a full rebuild's wipe, Redis holds no state of the chosen communities.
+    processor.adopt(
+        [(tp.topic, tp.partition) for tp in reader.partitions], blank=report.mode == "full"
+    )
     progress = Progress("rebuild", reader.total, unit="records")
     # Evaluating a batch while Redis applies the one before needs the states of both in
     # the cache (an evicted member is reloaded from Redis, which must hold its writes).
@@ -371,7 +374,7 @@ async def _replay(
             chosen = [r for r in records if selected(r)]
             report.records_selected += len(chosen)
             if chosen:
-                prepared = await processor.prepare(chosen)
+                prepared = await processor.prepare_cooperatively(chosen)
                 if applying is not None:
                     await applying
                 applying = asyncio.create_task(processor.apply(prepared))

@@ -420,6 +420,41 @@ def test_an_evicted_member_is_reloaded_and_judged_the_same(
     assert len(small_awards.messages) == 1
 
 
+def test_a_blank_rebuild_reads_no_member_until_the_cache_evicts_one(
+    make_event: Callable[..., dict[str, Any]],
+) -> None:
+    # After a full rebuild's wipe Redis holds no member state: a member missing from the
+    # cache is new. Once the cache evicts one, members missing from it are read again.
+    tiny = Settings.from_env({"PULSE_BATCH_SIZE": "1"}, state_cache_members=4)
+    events = [
+        make_event(event_id="m1", member_id="alice", type="github.pr_merged", channel=...),
+        *(make_event(event_id=f"c{i}", member_id=f"member-{i}") for i in range(5)),
+        make_event(event_id="m1", member_id="alice", type="github.pr_merged", channel=...),
+        make_event(event_id="m2", member_id="alice", type="github.pr_merged", channel=...),
+    ]
+    records = [record(orjson.dumps(e), offset=i) for i, e in enumerate(events)]
+
+    def outcome(blank: bool) -> tuple[FakeWriter, list[tuple[int, int]], FakeSink]:
+        writer, awards = FakeWriter(), FakeSink()
+        processor = unassigned(writer, settings=tiny, awards=awards)
+        processor.adopt([(TOPIC, 0)], blank=blank)
+        counts = []
+        for one in records:
+            result = run(processor, [one])
+            counts.append((result.applied, result.duplicates))
+        return writer, counts, awards
+
+    blank, blank_counts, blank_awards = outcome(True)
+    read, read_counts, read_awards = outcome(False)
+    # alice was evicted when member-3 came (five members, room for four).
+    assert blank.loaded == [("pycon-us", "member-4"), ("pycon-us", "alice")]
+    assert len(read.loaded) == 7
+    assert blank_counts == read_counts
+    assert blank_counts[-2:] == [(0, 1), (1, 0)]  # alice's state was read back
+    assert blank.states() == read.states()
+    assert blank_awards.messages == read_awards.messages
+
+
 def test_a_reset_while_a_batch_is_being_prepared_makes_it_stale(
     make_event: Callable[..., dict[str, Any]],
 ) -> None:
