@@ -164,18 +164,23 @@ def payload(
                 kinds[activity.member_id] = {activity.type}
             else:
                 got.add(activity.type)
+    # The profile's first_seen and segment are written when they change (a profile
+    # without a segment reads as a beginner).
+    moved = {record["member_id"] for _, record in writes.changes}
     for member, state in writes.members.items():
         fields: list[Any] = [layout.member(member), STATE_FIELD, blob(encode_state(state))]
         if state.events:
-            firsts.extend((str(state.first_seen), member))
             lasts.extend((str(state.last_seen), member))
             fields += [
                 "points", str(state.points),
                 "events", str(state.events),
-                "first_seen", str(state.first_seen),
                 "last_seen", str(state.last_seen),
-                "segment", state.segment,
             ]  # fmt: skip
+            if member in writes.firsts:
+                firsts.extend((str(state.first_seen), member))
+                fields += ["first_seen", str(state.first_seen)]
+            if member in moved:
+                fields += ["segment", state.segment]
             for kind in kinds.get(member, ()):
                 fields += [f"type:{kind}", str(state.by_type[kind])]
         hsets.append(fields)

@@ -63,6 +63,9 @@ class CommunityWrites:
     # the (member, day) memories this batch starts (they get their expiry).
     ids: dict[str, dict[int, bytearray]] = field(default_factory=dict)
     new_ids: set[tuple[str, int]] = field(default_factory=set)
+    # Members whose first event time moved earlier (their first one, or an older one
+    # arriving late): the profile's first_seen and the first-seen index are written.
+    firsts: set[str] = field(default_factory=set)
     # UTC days to add to members' active-days sets.
     active_days: dict[str, set[int]] = field(default_factory=dict)
     # Recorded outputs, in event order: (id, record) for awards, flags, segment changes.

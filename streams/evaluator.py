@@ -248,6 +248,7 @@ def _score(
     by_type[kind] = by_type.get(kind, 0) + 1
     if not state.first_seen or at < state.first_seen:
         state.first_seen = at
+        out.firsts.add(member)
     if at > state.last_seen:
         state.last_seen = at
     if day != state.last_day:
