@@ -136,7 +136,11 @@ def published_awards(settings: Settings) -> set[str]:
     """The ``award_id`` of every award the awards topic holds."""
     options = client_options(settings)
     options["client_id"] = f"{settings.app_id}-rebuild"
-    consumer = KafkaConsumer(**options, group_id=None, enable_auto_commit=False)
+    # kafka-python checks record CRCs in pure Python: half of this scan's time (30,000
+    # awards: 1.9 s, 0.9 s without). The broker checked them when the awards were
+    # produced; a record damaged since would fail to decode below and its award be
+    # announced again, which is harmless.
+    consumer = KafkaConsumer(**options, group_id=None, enable_auto_commit=False, check_crcs=False)
     try:
         found = consumer.partitions_for_topic(settings.awards_topic) or set()
         tps = [KafkaTopicPartition(settings.awards_topic, p) for p in sorted(found)]
