@@ -357,3 +357,26 @@ def test_a_replay_of_the_same_history_gives_the_same_outputs() -> None:
         assert first.bursts == second.bursts
         assert first.zincr == second.zincr
     assert one.states == two.states
+
+
+def test_a_remembered_digest_counts_only_where_a_digest_starts() -> None:
+    digest = event_digest("e1")
+    state = MemberState()
+    # The digest's bytes straddle two other digests: not remembered.
+    state.seen = {D0: bytearray(b"\0" * 4 + digest + b"\0" * 4)}
+    assert not state.remembers(digest)
+    # Further along the same day, it starts a digest of its own.
+    state.seen[D0] += digest
+    assert state.remembers(digest)
+    # And on another day of the memory.
+    state.seen = {D0: bytearray(8), D0 + 1: bytearray(digest)}
+    assert state.remembers(digest)
+
+
+@pytest.mark.parametrize(
+    ("day", "score"),
+    [(-1, 0), (0, 1), (9, 1), (10, 3), (29, 7), (30, 14), (39, 14), (40, 12), (59, 8), (60, 0)],
+)
+def test_the_30_day_score_on_a_day_counts_that_day_and_the_29_before(day: int, score: int) -> None:
+    state = MemberState(score={D0: 1, D0 + 10: 2, D0 + 29: 4, D0 + 30: 8})
+    assert state.score_at(D0 + day) == score
