@@ -328,14 +328,14 @@ class StateWriter:
             if keys is None:
                 keys = by_community[layout] = []
             keys.append(layout.member(member))
-            keys.extend(layout.member_ids(member, d) for d in days)
+        day_names = [str(d) for d in days]
 
         def queue(pipe: Any, shas: Mapping[str, str]) -> None:
             for layout, fields in claims.items():
                 args = [x for field, epoch in fields for x in (field, str(epoch))]
                 pipe.evalsha(shas["claim"], 1, layout.offsets(), *args)
             for keys in by_community.values():
-                pipe.evalsha(shas["load"], len(keys), *keys, str(len(days)), STATE_FIELD)
+                pipe.evalsha(shas["load"], len(keys), *keys, STATE_FIELD, *day_names)
 
         replies = await self._run(queue)
         fences = {}

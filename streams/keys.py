@@ -103,7 +103,8 @@ class KeyLayout:
 
     def member_ids(self, member_id: str, day: int) -> str:
         """The event ids (8-byte digests, hex) a member's records received on a UTC
-        day brought: the member's dedupe memory, one string per day."""
+        day brought: the member's dedupe memory, one string per day. The profile key
+        and ``:ids:<day>`` (agents/load_members.lua builds it so)."""
         return f"{self.base}:member:{escape(member_id)}:ids:{day}"
 
     def member_badges(self, member_id: str) -> str:

@@ -153,6 +153,32 @@ def test_hostile_ids_cannot_touch_another_members_or_communitys_keys(
     assert all(key.count("{") == 1 and key.count("}") == 1 for key in written)
 
 
+def test_a_worker_starting_afresh_reads_hostile_members_dedupe_memory(
+    stack: Stack,
+    prefix: str,
+    engines: Callable[..., Engine],
+    make_activity: Callable[..., Activity],
+) -> None:
+    # The load reads a member's event ids by names it builds from the profile key.
+    engine = engines(prefix)
+    batch = [
+        make_activity(event_id=f"h{i}", member_id=m, community="a")
+        for i, m in enumerate(HOSTILE_MEMBERS)
+    ]
+    assert engine.feed(batch).codes == [1] * len(HOSTILE_MEMBERS)
+    state = snapshot(stack, prefix)
+    fresh = engines(prefix)
+    fresh.offsets = list(engine.offsets)
+    # The same events in new records: every member's state and memory is read back.
+    assert fresh.feed(batch).codes == [0] * len(HOSTILE_MEMBERS)
+    assert snapshot(stack, prefix) == state
+    more = [
+        make_activity(event_id=f"n{i}", member_id=m, community="a")
+        for i, m in enumerate(HOSTILE_MEMBERS)
+    ]
+    assert fresh.feed(more).codes == [1] * len(HOSTILE_MEMBERS)
+
+
 def test_one_write_for_a_batch_leaves_the_same_state_as_one_write_per_event(
     stack: Stack,
     prefix: str,

@@ -75,3 +75,10 @@ def test_member_keys_never_collide_with_other_members_keys() -> None:
 def test_prefix_is_validated(prefix: str) -> None:
     with pytest.raises(ValueError, match="prefix"):
         KeyLayout(prefix, "c")
+
+
+@pytest.mark.parametrize("member", ["alice", "a:b", "{x}", "m" * 128, "ünï"])
+def test_a_members_event_id_keys_extend_its_profile_key(member: str) -> None:
+    # agents/load_members.lua reads a member's dedupe memory by these names.
+    layout = KeyLayout("pulse", "pycon-us")
+    assert layout.member_ids(member, 20_424) == layout.member(member) + ":ids:20424"
