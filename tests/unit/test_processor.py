@@ -383,18 +383,24 @@ def test_a_fenced_write_resets_the_processor_and_stales_its_prepared_batches(
     assert bob is None  # the stale batch wrote nothing
 
 
-def test_an_evicted_member_is_reloaded_and_judged_the_same(
-    make_event: Callable[..., dict[str, Any]],
-) -> None:
-    # The smallest cache the settings allow for batches of one record.
-    tiny = Settings.from_env({"PULSE_BATCH_SIZE": "1"}, state_cache_members=4)
+def alice_then_five_members(make_event: Callable[..., dict[str, Any]]) -> list[FakeRecord]:
+    """Alice merges, five other members chat, alice's merge comes again (a duplicate),
+    then her second merge: with room for four members, she is evicted in between."""
     events = [
         make_event(event_id="m1", member_id="alice", type="github.pr_merged", channel=...),
         *(make_event(event_id=f"c{i}", member_id=f"member-{i}") for i in range(5)),
         make_event(event_id="m1", member_id="alice", type="github.pr_merged", channel=...),
         make_event(event_id="m2", member_id="alice", type="github.pr_merged", channel=...),
     ]
-    records = [record(orjson.dumps(e), offset=i) for i, e in enumerate(events)]
+    return [record(orjson.dumps(e), offset=i) for i, e in enumerate(events)]
+
+
+def test_an_evicted_member_is_reloaded_and_judged_the_same(
+    make_event: Callable[..., dict[str, Any]],
+) -> None:
+    # The smallest cache the settings allow for batches of one record.
+    tiny = Settings.from_env({"PULSE_BATCH_SIZE": "1"}, state_cache_members=4)
+    records = alice_then_five_members(make_event)
 
     def outcome_with(settings: Settings) -> tuple[FakeWriter, list[tuple[int, int]], FakeSink]:
         writer, awards = FakeWriter(), FakeSink()
@@ -426,13 +432,7 @@ def test_a_blank_rebuild_reads_no_member_until_the_cache_evicts_one(
     # After a full rebuild's wipe Redis holds no member state: a member missing from the
     # cache is new. Once the cache evicts one, members missing from it are read again.
     tiny = Settings.from_env({"PULSE_BATCH_SIZE": "1"}, state_cache_members=4)
-    events = [
-        make_event(event_id="m1", member_id="alice", type="github.pr_merged", channel=...),
-        *(make_event(event_id=f"c{i}", member_id=f"member-{i}") for i in range(5)),
-        make_event(event_id="m1", member_id="alice", type="github.pr_merged", channel=...),
-        make_event(event_id="m2", member_id="alice", type="github.pr_merged", channel=...),
-    ]
-    records = [record(orjson.dumps(e), offset=i) for i, e in enumerate(events)]
+    records = alice_then_five_members(make_event)
 
     def outcome(blank: bool) -> tuple[FakeWriter, list[tuple[int, int]], FakeSink]:
         writer, awards = FakeWriter(), FakeSink()
