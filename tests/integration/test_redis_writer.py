@@ -160,11 +160,14 @@ def test_a_worker_starting_afresh_reads_hostile_members_dedupe_memory(
     make_activity: Callable[..., Activity],
 ) -> None:
     # The load reads a member's event ids by names it builds from the profile key.
+    def events(tag: str) -> list[Activity]:
+        return [
+            make_activity(event_id=f"{tag}{i}", member_id=m, community="a")
+            for i, m in enumerate(HOSTILE_MEMBERS)
+        ]
+
     engine = engines(prefix)
-    batch = [
-        make_activity(event_id=f"h{i}", member_id=m, community="a")
-        for i, m in enumerate(HOSTILE_MEMBERS)
-    ]
+    batch = events("h")
     assert engine.feed(batch).codes == [1] * len(HOSTILE_MEMBERS)
     state = snapshot(stack, prefix)
     fresh = engines(prefix)
@@ -172,10 +175,7 @@ def test_a_worker_starting_afresh_reads_hostile_members_dedupe_memory(
     # The same events in new records: every member's state and memory is read back.
     assert fresh.feed(batch).codes == [0] * len(HOSTILE_MEMBERS)
     assert snapshot(stack, prefix) == state
-    more = [
-        make_activity(event_id=f"n{i}", member_id=m, community="a")
-        for i, m in enumerate(HOSTILE_MEMBERS)
-    ]
+    more = events("n")
     assert fresh.feed(more).codes == [1] * len(HOSTILE_MEMBERS)
 
 
