@@ -196,7 +196,10 @@ def _measure(
                 "bootstrap.servers": ctx.stack.bootstrap,
                 "group.id": ctx.names.group(f"{scenario}-awards"),
                 "auto.offset.reset": "earliest",
-                "fetch.wait.max.ms": 5,
+                # librdkafka's default fetch wait (500 ms): the broker answers a fetch
+                # as soon as an award is appended, so a shorter wait only adds empty
+                # fetches. At 5 ms they cost the broker 0.08 cores, taken from the
+                # system under test (measured on an empty topic).
                 "enable.auto.commit": False,
             }
         )

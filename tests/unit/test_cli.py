@@ -228,3 +228,20 @@ def test_the_worker_keeps_the_garbage_collector_off_the_hot_path() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)
+
+
+def test_the_worker_leaves_the_root_logger_at_the_configured_level() -> None:
+    # Faust's terminal spinner would set it to DEBUG at WARNING and above: every debug
+    # call of the Kafka client would then build a record nobody prints.
+    import logging
+
+    import faust
+
+    from agents.cli import service_worker
+
+    worker = service_worker(faust.App("test-spinner", autodiscover=False), "WARNING")
+    root = logging.Logger("root-under-test", logging.WARNING)
+    root.addHandler(logging.StreamHandler())
+    worker.on_setup_root_logger(root, logging.WARNING)
+    assert root.level == logging.WARNING
+    assert len(root.handlers) == 1
