@@ -24,9 +24,14 @@
 local p = cjson.decode(ARGV[1])
 local fences, zincr, hincr, hsets, commands, threads = p[1], p[2], p[3], p[4], p[5], p[6]
 
+-- One read and one write of the offsets hash per batch, whatever its partitions.
+local fields = {}
+for i, f in ipairs(fences) do fields[i] = f[1] end
+local recorded = {}
+if #fields > 0 then recorded = redis.call('HMGET', KEYS[1], unpack(fields)) end
 local done = false
-for _, f in ipairs(fences) do
-  local stored = redis.call('HGET', KEYS[1], f[1])
+for i, f in ipairs(fences) do
+  local stored = recorded[i]
   if stored then
     local epoch, offset = string.match(stored, '^(%d+) (-?%d+)')
     if tonumber(epoch) > tonumber(f[2]) then return {'fenced', f[1], stored} end
@@ -75,11 +80,14 @@ for _, row in ipairs(hincr) do add_up(row[1], row[2], row[3], 'HINCRBY', 'HMGET'
 for _, h in ipairs(hsets) do redis.call('HSET', h[1], h[2], ARGV[h[3]], unpack(h, 4)) end
 for _, c in ipairs(commands) do redis.call(unpack(c)) end
 
+local offsets = {}
 for _, f in ipairs(fences) do
   if f[3] ~= '-1' then
-    redis.call('HSET', KEYS[1], f[1], f[2] .. ' ' .. f[3] .. ' ' .. f[4])
+    offsets[#offsets + 1] = f[1]
+    offsets[#offsets + 1] = f[2] .. ' ' .. f[3] .. ' ' .. f[4]
   end
 end
+if #offsets > 0 then redis.call('HSET', KEYS[1], unpack(offsets)) end
 
 -- First-response histogram bounds, seconds (agents/health.py reads the same fields).
 local BOUNDS = {60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 604800}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 
-from agents.writer import Fenced
+from agents.writer import WRITE_LUA, Fenced
 from streams.activity import Activity
 from streams.policy import Retention
 from tests.conftest import NOON
@@ -319,3 +320,24 @@ def test_a_write_of_an_older_owner_is_refused_and_changes_nothing(
     assert zombie.processor.cached_members == 0  # it dropped what it believed
     client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
     assert client.hget(f"{prefix}:{{pycon-us}}:member:ann", "points") == "2"
+
+
+def test_the_fence_reads_and_records_every_partition_of_a_batch(stack: Stack, prefix: str) -> None:
+    client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
+    offsets, marker = f"{prefix}:{{c}}:offsets", f"{prefix}:{{c}}:marker"
+    write = client.register_script(WRITE_LUA)
+
+    def header(fences: list[list[str]]) -> str:
+        return json.dumps([fences, [], [], [], [["INCR", marker]], []])
+
+    # Two partitions of one batch: both recorded, each with its own offset.
+    assert write([offsets], [header([["a|0", "1", "5", "100"], ["a|1", "1", "7", "200"]])]) == [
+        "ok"
+    ]
+    assert client.hgetall(offsets) == {"a|0": "1 5 100", "a|1": "1 7 200"}
+    # A newer owner took only the second partition: the whole write is refused.
+    client.hset(offsets, "a|1", "2 7 200")
+    reply = write([offsets], [header([["a|0", "1", "6", "100"], ["a|1", "1", "8", "200"]])])
+    assert reply == ["fenced", "a|1", "2 7 200"]
+    assert client.get(marker) == "1"
+    assert client.hgetall(offsets) == {"a|0": "1 5 100", "a|1": "2 7 200"}
