@@ -9,8 +9,9 @@
 --   fences:   {{field, epoch, offset, stream_ms}, ...}. If a stored epoch is newer
 --             than the writer's, a newer owner has the partition: nothing is written.
 --             An offset of -1 checks without recording.
---   zincr, hincr: {{key, {name, ...}, {amount, ...}}, ...}: the batch's increments
---             added up per key. A key with one name takes ZINCRBY / HINCRBY; with more,
+--   zincr, hincr: {key = {name = amount, ...}, ...}: the batch's increments added up
+--             per key (JSON objects: '{}' when there are none). A key with one name
+--             takes ZINCRBY / HINCRBY; with more,
 --             one read of the current values and one variadic write of the sums per
 --             chunk (ZMSCORE + ZADD, HMGET + HSET): a redis.call costs more than the
 --             element it changes.
@@ -45,18 +46,26 @@ if done then return {'ok'} end
 -- Names per read and write (unpack() is bounded by Lua's C stack).
 local CHUNK = 500
 
--- Add amounts[i] to the value of names[i] in key. One name: the increment command
--- (incr). More: read, add up, write back, per chunk. Values are integers well inside a
--- double's exact range; tostring keeps them integral. Sorted-set commands take the
--- score before the member (score_first), hash commands the field before the value.
-local function add_up(key, names, amounts, incr, read, write, score_first)
-  if #names == 1 then
+-- Add each amount of row (name -> amount) to the name's value in key. One name: the
+-- increment command (incr). More: read, add up, write back, per chunk. Values are
+-- integers well inside a double's exact range; tostring keeps them integral. Sorted-set
+-- commands take the score before the member (score_first), hash commands the field
+-- before the value.
+local function add_up(key, row, incr, read, write, score_first)
+  local name, amount = next(row)
+  if name == nil then return end
+  if next(row, name) == nil then
     if score_first then
-      redis.call(incr, key, amounts[1], names[1])
+      redis.call(incr, key, amount, name)
     else
-      redis.call(incr, key, names[1], amounts[1])
+      redis.call(incr, key, name, amount)
     end
     return
+  end
+  local names, amounts, n = {}, {}, 0
+  for field, value in pairs(row) do
+    n = n + 1
+    names[n], amounts[n] = field, value
   end
   for first = 1, #names, CHUNK do
     local last = math.min(first + CHUNK - 1, #names)
@@ -75,8 +84,8 @@ local function add_up(key, names, amounts, incr, read, write, score_first)
   end
 end
 
-for _, row in ipairs(zincr) do add_up(row[1], row[2], row[3], 'ZINCRBY', 'ZMSCORE', 'ZADD', true) end
-for _, row in ipairs(hincr) do add_up(row[1], row[2], row[3], 'HINCRBY', 'HMGET', 'HSET', false) end
+for key, row in pairs(zincr) do add_up(key, row, 'ZINCRBY', 'ZMSCORE', 'ZADD', true) end
+for key, row in pairs(hincr) do add_up(key, row, 'HINCRBY', 'HMGET', 'HSET', false) end
 for _, h in ipairs(hsets) do redis.call('HSET', h[1], h[2], ARGV[h[3]], unpack(h, 4)) end
 for _, c in ipairs(commands) do redis.call(unpack(c)) end
 

@@ -108,7 +108,8 @@ def payload(
     """The arguments of ``write_batch.lua`` for one community's batch.
 
     The first is one JSON array: fences (field -> epoch, offset, stream ms), the
-    sorted-set and hash increments added up per key (``key, names, amounts``), the hash
+    sorted-set and hash increments added up per key (``{key: {name: amount}}``, as the
+    batch added them up: no list is built per key), the hash
     writes whose value is a JSON document of its own
     (member states, award, flag and segment-change records: they follow as further
     arguments, so the script does not decode them), the other commands and the thread
@@ -240,8 +241,8 @@ def payload(
     header = orjson.dumps(
         [
             [[f, str(e), str(o), str(s)] for f, (e, o, s) in fences.items()],
-            [[key, list(row), list(row.values())] for key, row in zrows.items()],
-            [[key, list(row), list(row.values())] for key, row in hrows.items()],
+            zrows,
+            hrows,
             hsets,
             out,
             threads,
@@ -256,10 +257,10 @@ def commands(argv: Sequence[bytes]) -> tuple[list[list[str]], list[list[str]], l
     what a batch writes."""
     fences, zrows, hrows, hsets, out, threads = orjson.loads(argv[0])
     run: list[list[str]] = []
-    for key, names, amounts in zrows:
-        run.extend(["ZINCRBY", key, str(a), n] for n, a in zip(names, amounts, strict=True))
-    for key, names, amounts in hrows:
-        run.extend(["HINCRBY", key, n, str(a)] for n, a in zip(names, amounts, strict=True))
+    for key, row in zrows.items():
+        run.extend(["ZINCRBY", key, str(a), n] for n, a in row.items())
+    for key, row in hrows.items():
+        run.extend(["HINCRBY", key, n, str(a)] for n, a in row.items())
     for key, name, index, *rest in hsets:
         run.append(["HSET", key, name, argv[index - 1].decode(), *rest])
     run.extend(out)
