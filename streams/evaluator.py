@@ -157,8 +157,23 @@ def _forget(state: MemberState, policy: Policy) -> None:
 def _boards(out: CommunityWrites, day: int, channel: str | None, retention: Retention) -> Spread:
     """The leaderboards an event of ``day`` (and channel) moves, made once per batch;
     their expiries go to ``out.expire`` (the all-time boards never expire)."""
-    layout = out.layout
+    keys, expiries, first = _board_keys(out.layout, day, channel, retention)
+    out.expire.update(expiries)
+    spread = out.boards[(day, channel)] = Spread(keys, first)
+    return spread
+
+
+# Keys and expiries (epoch s) of a spread, and the earliest of those expiries.
+_Keys = tuple[tuple[str, ...], tuple[tuple[str, int], ...], float]
+
+
+@lru_cache(maxsize=4096)
+def _board_keys(layout: KeyLayout, day: int, channel: str | None, retention: Retention) -> _Keys:
+    """The leaderboards of ``day`` (and channel) with their expiries. Cached, like
+    :func:`_window_keys`: a batch names the same few days again and again, and an
+    import of a long history keeps naming them batch after batch."""
     keys: list[str] = []
+    expiries: list[tuple[str, int]] = []
     first = float("inf")
     for period in PERIODS:
         bucket = period_bucket(period, day * DAY_SECONDS)
@@ -169,36 +184,32 @@ def _boards(out: CommunityWrites, day: int, channel: str | None, retention: Rete
         if bucket.end is not None:
             expire_at = int(bucket.end) + retention.for_period(period)
             first = min(first, expire_at)
-            for key in boards:
-                out.expire[key] = expire_at
-    spread = out.boards[(day, channel)] = Spread(tuple(keys), first)
-    return spread
+            expiries += [(key, expire_at) for key in boards]
+    return tuple(keys), tuple(expiries), first
 
 
 def _windows(out: CommunityWrites, minute: int, keep: int) -> Spread:
     """The window buckets (minute, hour) of an event in ``minute``, made once per batch;
     their expiries go to ``out.expire``. Daily buckets are the day leaderboards."""
-    keys, expiries = _window_keys(out.layout, minute, keep)
-    expire = out.expire
-    for key, expire_at in zip(keys, expiries, strict=True):
-        expire[key] = expire_at
-    spread = out.windows[minute] = Spread(keys, min(expiries))
+    keys, expiries, first = _window_keys(out.layout, minute, keep)
+    out.expire.update(expiries)
+    spread = out.windows[minute] = Spread(keys, first)
     return spread
 
 
 @lru_cache(maxsize=4096)
-def _window_keys(
-    layout: KeyLayout, minute: int, keep: int
-) -> tuple[tuple[str, ...], tuple[int, ...]]:
+def _window_keys(layout: KeyLayout, minute: int, keep: int) -> _Keys:
     """The window keys of ``minute`` and their expiries (epoch s). Cached: most events
     fall in a minute of the last few hours, and formatting keys is a share of the work."""
     ts = minute * 60
-    keys, expiries = [], []
+    keys: list[str] = []
+    expiries: list[tuple[str, int]] = []
     for name, granularity in STORED.items():
         index = ts // granularity
-        keys.append(layout.window(name, index))
-        expiries.append((index + 1) * granularity + keep)
-    return tuple(keys), tuple(expiries)
+        key = layout.window(name, index)
+        keys.append(key)
+        expiries.append((key, (index + 1) * granularity + keep))
+    return tuple(keys), tuple(expiries), min(at for _, at in expiries)
 
 
 def _add(table: dict[str, dict[str, int]], key: str, name: str, amount: int) -> None:
