@@ -370,8 +370,9 @@ def render(result: dict[str, Any]) -> str:
     if isinstance(s4, dict) and s4:
         lines += [
             "| S4 load | target / achieved events/s | visible p50 / p99 / p99.9 ms "
-            "| award p50 / p99 / p99.9 ms | CPU µs/event | reference ms / steal cores |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| award p50 / p99 / p99.9 ms | CPU µs/event | reference ms / steal cores "
+            "| Redis forks |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for name, entry in s4.items():
             if not isinstance(entry, dict) or "visible" not in entry:
@@ -388,7 +389,8 @@ def render(result: dict[str, Any]) -> str:
                 f"{_fmt(v['p50_ms'], 1)} / {_fmt(v['p99_ms'], 1)} / {_fmt(v['p99_9_ms'], 1)} "
                 f"| {award} | {_fmt((entry.get('cpu_us_per_event') or {}).get('total'), 1)} "
                 f"| {_fmt(entry.get('reference_loop_ms'), 1)} / "
-                f"{_fmt(entry.get('machine_steal_cores'), 2)} |"
+                f"{_fmt(entry.get('machine_steal_cores'), 2)} "
+                f"| {_fmt(entry.get('redis_forks'))} |"
             )
         lines.append("")
     s5 = result.get("s5")

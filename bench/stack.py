@@ -447,6 +447,34 @@ def commands_per_event(
     return round(calls / max(1, events), 2)
 
 
+def redis_forks(client: redis.Redis) -> int:
+    """AOF rewrites and RDB snapshots Redis has made: each forks the server, and the
+    child's work (the whole data set, serialized) takes a core from the machine."""
+    info: Mapping[str, Any] = client.info("persistence")
+    return int(info["aof_rewrites"]) + int(info["rdb_saves"])
+
+
+def compact_aof(client: redis.Redis, timeout: float = 180.0) -> float:
+    """Rewrite the AOF now and wait for it: a latency run then starts as far from the
+    next rewrite as it can (the local stack rewrites after 1 GB of growth). Seconds it
+    took."""
+    started = time.monotonic()
+    while client.info("persistence")["aof_rewrite_in_progress"]:
+        _wait_rewrite(started, timeout)
+    client.bgrewriteaof()
+    while True:
+        info: Mapping[str, Any] = client.info("persistence")
+        if not info["aof_rewrite_in_progress"] and not info["aof_rewrite_scheduled"]:
+            return round(time.monotonic() - started, 1)
+        _wait_rewrite(started, timeout)
+
+
+def _wait_rewrite(started: float, timeout: float) -> None:
+    if time.monotonic() - started > timeout:
+        raise BenchError(f"Redis did not finish rewriting its AOF within {timeout:.0f}s")
+    time.sleep(0.2)
+
+
 def redis_cpu(client: redis.Redis) -> float:
     """Seconds of CPU the Redis server has used (all of it: the stack is shared)."""
     info: Mapping[str, Any] = client.info("cpu")
