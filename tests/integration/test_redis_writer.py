@@ -328,7 +328,7 @@ def test_the_fence_reads_and_records_every_partition_of_a_batch(stack: Stack, pr
     write = client.register_script(WRITE_LUA)
 
     def header(fences: list[list[str]]) -> str:
-        return json.dumps([fences, [], [], [], [["INCR", marker]], []])
+        return json.dumps([fences, {}, {}, [], [["INCR", marker]], []])
 
     # Two partitions of one batch: both recorded, each with its own offset.
     assert write([offsets], [header([["a|0", "1", "5", "100"], ["a|1", "1", "7", "200"]])]) == [
