@@ -127,9 +127,16 @@ def test_a_zombie_paused_across_a_rebalance_writes_nothing_when_it_wakes(lab: La
     # applied its whole share before the pause, so the owner has nothing more to apply.
     for attempt in range(5):
         # A backlog, so that the worker is paused in the middle of its batches (an idle one
-        # would rejoin the group before it writes anything).
+        # would rejoin the group before it writes anything). It is sent while the worker
+        # is paused (for less than the session timeout): the producer is not faster than
+        # the worker, which would otherwise apply the events as they arrive and have
+        # nothing left when it is paused.
         before = metric_value(zombie.metrics(), "pulse_community_events_total")
-        lab.send(make_stream(20000, seed=11 + attempt, now=time.time()))
+        zombie.process.send_signal(signal.SIGSTOP)
+        try:
+            lab.send(make_stream(20000, seed=11 + attempt, now=time.time()))
+        finally:
+            zombie.process.send_signal(signal.SIGCONT)
         wait_for(
             lambda b=before: (
                 metric_value(zombie.metrics(), "pulse_community_events_total") > b + 300
