@@ -32,7 +32,7 @@ from prometheus_client import Counter as PromCounter
 
 from agents.metrics import PulseMetrics, observe_all
 from agents.settings import Settings
-from agents.writer import Fence, Fenced, payload
+from agents.writer import Fence, Fenced, learn, payload
 from streams.activity import Activity, InvalidActivity, parse_activity
 from streams.badges import award_message
 from streams.effects import APPLIED, MODERATED, CommunityWrites
@@ -113,8 +113,9 @@ class EffectWriter(Protocol):
         """Claim partitions of communities first touched and read members' states
         (with the event ids they remembered on ``days``)."""
 
-    async def write(self, batches: Sequence[tuple[str, str, Sequence[bytes]]]) -> None:
-        """Write each (community, offsets key, payload) atomically behind its fence."""
+    async def write(self, batches: Sequence[tuple[str, str, Sequence[bytes]]]) -> list[Any]:
+        """Write each (community, offsets key, payload) atomically behind its fence;
+        the replies, in order."""
 
     async def due_members(self, layout: KeyLayout, until_ms: int) -> list[str]:
         """Members whose segment downgrade is due by ``until_ms``."""
@@ -198,6 +199,8 @@ class PreparedBatch:
     skipped: Counter[str]
     generation: int
     prepare_seconds: float
+    # The batch's number (the replies of its write are matched to it).
+    number: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +299,7 @@ class ActivityProcessor:
         # cache is new, and is not read. The first eviction ends it.
         self._blank = False
         self._generation = 0
+        self._batches = 0
         # A day of remembered event ids lives in Redis one day past the retention.
         self._keep_ids = self._policy.retention.dedupe_seconds + 86400
         # Keys whose expiry this worker has set (key -> epoch s); forgotten on a reset
@@ -372,7 +376,7 @@ class ActivityProcessor:
         }
         missing = [(c, m) for c, m in members if (c, m) not in self._cache]
         if self._blank:
-            self._cache.update((key, MemberState()) for key in missing)
+            self._cache.update((key, MemberState(scored=True)) for key in missing)
             missing = []
         if not claims and not missing:
             return
@@ -399,7 +403,8 @@ class ActivityProcessor:
             for field in recorded:
                 self._advanced[(layout.community, field)] = now
         for key, state in zip(missing, states, strict=True):
-            self._cache[key] = state if state is not None else MemberState()
+            # A member without a stored state has no score on any leaderboard.
+            self._cache[key] = state if state is not None else MemberState(scored=True)
 
     def _trim(self) -> None:
         """Evict the least recently used members beyond the cap (their state is in
@@ -487,6 +492,8 @@ class ActivityProcessor:
                 if generation != self._generation:
                     raise StaleBatch("the engine state was reset while the batch was evaluated")
         payloads = []
+        self._batches += 1
+        number = self._batches
         expiring = self._expiring
         if len(expiring) > EXPIRING_KEYS:
             expiring.clear()
@@ -505,7 +512,11 @@ class ActivityProcessor:
                 for f, fence in written[community].items()
             }
             payloads.append(
-                (community, out.layout.offsets(), payload(out, recorded, now, self._keep_ids))
+                (
+                    community,
+                    out.layout.offsets(),
+                    payload(out, recorded, now, self._keep_ids, number),
+                )
             )
         self._trim()
         return PreparedBatch(
@@ -517,6 +528,7 @@ class ActivityProcessor:
             skipped,
             generation,
             time.perf_counter() - started,
+            number,
         )
 
     async def prepare_cooperatively(
@@ -566,11 +578,12 @@ class ActivityProcessor:
             )
             self._known_communities |= new
         attempts = 0
+        replies: list[Any] = []
 
         async def write() -> None:
-            nonlocal attempts
+            nonlocal attempts, replies
             attempts += 1
-            await self._writer.write(batch.payloads)
+            replies = await self._writer.write(batch.payloads)
 
         try:
             await self._retry(write, m.redis_errors, "apply a batch to Redis")
@@ -581,6 +594,9 @@ class ActivityProcessor:
             # worker's to publish (the new owner skips those records by offset).
             await self._drain(fenced.written)
             raise
+        for out, reply in zip(batch.writes, replies, strict=True):
+            if len(reply) > 1:
+                learn(out.members, reply, batch.number)
         return RecordedBatch(batch, attempts, self._clock(), started)
 
     async def publish(self, recorded: RecordedBatch) -> BatchOutcome:

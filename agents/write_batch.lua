@@ -4,8 +4,8 @@
 --
 -- KEYS[1]: the community's offsets hash (in the community's slot): per input partition
 -- ("topic|partition") "epoch offset stream_ms".
--- ARGV[1]: one JSON array {fences, zincr, hincr, hsets, commands, threads} (packed by
--- agents/writer.py):
+-- ARGV[1]: one JSON array {fences, zincr, hincr, hsets, commands, threads, scores}
+-- (packed by agents/writer.py):
 --   fences:   {{field, epoch, offset, stream_ms}, ...}. If a stored epoch is newer
 --             than the writer's, a newer owner has the partition: nothing is written.
 --             An offset of -1 checks without recording.
@@ -21,9 +21,13 @@
 --   threads:  {{op, thread key, member, at ms, expire at, histogram key}, ...}: the
 --             first-response join, the one community-wide read-then-write (a thread is
 --             opened and answered by members of different partitions).
--- Returns {'ok'} (written now or before) or {'fenced', field, stored value}.
+--   scores:   {key, {score, member, ...}, ...}: leaderboard scores the worker knows,
+--             set with ZADD.
+-- Returns {'ok', key, member, score, ...} (written now, with the new scores of zincr's
+-- names), {'ok'} (written before) or {'fenced', field, stored value}.
 local p = cjson.decode(ARGV[1])
 local fences, zincr, hincr, hsets, commands, threads = p[1], p[2], p[3], p[4], p[5], p[6]
+local scores = p[7]
 
 -- One read and one write of the offsets hash per batch, whatever its partitions.
 local fields = {}
@@ -51,14 +55,19 @@ local CHUNK = 500
 -- integers well inside a double's exact range; tostring keeps them integral. Sorted-set
 -- commands take the score before the member (score_first), hash commands the field
 -- before the value.
-local function add_up(key, row, incr, read, write, score_first)
+-- The sums are appended to sums (when given) as key, name, sum.
+local function add_up(key, row, incr, read, write, score_first, sums)
   local name, amount = next(row)
   if name == nil then return end
   if next(row, name) == nil then
+    local value
     if score_first then
-      redis.call(incr, key, amount, name)
+      value = redis.call(incr, key, amount, name)
     else
-      redis.call(incr, key, name, amount)
+      value = redis.call(incr, key, name, amount)
+    end
+    if sums then
+      sums[#sums + 1], sums[#sums + 2], sums[#sums + 3] = key, name, tostring(value)
     end
     return
   end
@@ -79,13 +88,18 @@ local function add_up(key, row, incr, read, write, score_first)
       else
         args[at + 1], args[at + 2] = names[j], value
       end
+      if sums then
+        sums[#sums + 1], sums[#sums + 2], sums[#sums + 3] = key, names[j], tostring(value)
+      end
     end
     redis.call(write, key, unpack(args))
   end
 end
 
-for key, row in pairs(zincr) do add_up(key, row, 'ZINCRBY', 'ZMSCORE', 'ZADD', true) end
+local answer = {'ok'}
+for key, row in pairs(zincr) do add_up(key, row, 'ZINCRBY', 'ZMSCORE', 'ZADD', true, answer) end
 for key, row in pairs(hincr) do add_up(key, row, 'HINCRBY', 'HMGET', 'HSET', false) end
+for i = 1, #scores, 2 do redis.call('ZADD', scores[i], unpack(scores[i + 1])) end
 for _, h in ipairs(hsets) do redis.call('HSET', h[1], h[2], ARGV[h[3]], unpack(h, 4)) end
 for _, c in ipairs(commands) do redis.call(unpack(c)) end
 
@@ -152,4 +166,4 @@ for _, t in ipairs(threads) do
   local op, key, member, at, expire_at, hist = t[1], t[2], t[3], tonumber(t[4]), t[5], t[6]
   if op == 'open' then open(key, hist, member, at, expire_at) else reply(key, hist, member, at, expire_at) end
 end
-return {'ok'}
+return answer

@@ -37,6 +37,9 @@ LOAD_LUA: Final = resources.files("agents").joinpath("load_members.lua").read_te
 _SCRIPTS: Final = {"write": WRITE_LUA, "claim": CLAIM_LUA, "load": LOAD_LUA}
 # Members per variadic command (well inside Lua's stack limit for unpack()).
 CHUNK: Final = 500
+# A leaderboard this close to its expiry (seconds) takes increments, not scores set from
+# the worker's copy: Redis expires keys by its own clock, which may be ahead of ours.
+SCORE_MARGIN: Final = 3600
 # The profile field that holds the member's engine state (JSON).
 STATE_FIELD: Final = "state"
 
@@ -99,11 +102,80 @@ def _live(keys: Iterable[str], expire: Mapping[str, int], now: float) -> list[st
     return [k for k in keys if expire.get(k, now + 1) > now]
 
 
+def _scores(
+    zrows: dict[str, dict[str, int]],
+    steady: set[str],
+    members: Mapping[str, MemberState],
+    batch: int,
+) -> list[str | list[str | int]]:
+    """Take out of ``zrows`` the leaderboard increments whose member's score the
+    worker knows (``MemberState.boards``) and whose key is in ``steady`` (far from its
+    expiry): their sums, to be set with ZADD, as ``[key, [score, member, ...], ...]``
+    (at most ``CHUNK`` pairs a list). The rest is sent as increments (the known copies
+    are kept up to date all the same); the script replies with their sums, which
+    :func:`learn` keeps for the boards asked about."""
+    scores: list[str | list[str | int]] = []
+    for key, row in list(zrows.items()):
+        absolute = key in steady
+        rest: dict[str, int] = {}
+        pairs: list[str | int] = []
+        for member, amount in row.items():
+            state = members.get(member)
+            if state is None:
+                rest[member] = amount
+                continue
+            boards = state.boards
+            known = boards.get(key)
+            if known is None:
+                if not state.scored:
+                    rest[member] = amount
+                    if absolute:
+                        state.asked[key] = batch
+                    continue
+                known = 0
+            known = boards[key] = known + amount
+            if not absolute:
+                rest[member] = amount
+                continue
+            pairs += (known, member)
+            if len(pairs) == 2 * CHUNK:
+                scores += (key, pairs)
+                pairs = []
+        if pairs:
+            scores += (key, pairs)
+        if rest:
+            zrows[key] = rest
+        else:
+            del zrows[key]
+    return scores
+
+
+def learn(
+    states: Mapping[str, MemberState], reply: Sequence[Any], batch: int, cap: int = 64
+) -> None:
+    """Keep the scores a write's reply tells (``{'ok', key, member, score, ...}``) for
+    the boards that ``batch`` sent as increments and no later batch has. A member's
+    copy holds at most ``cap`` boards (the old days' keep coming): beyond it, it is
+    dropped and learnt again."""
+    for at in range(1, len(reply) - 2, 3):
+        key, member = reply[at], reply[at + 1]
+        state = states.get(member)
+        if state is None or state.asked.get(key) != batch:
+            continue
+        del state.asked[key]
+        boards = state.boards
+        if len(boards) >= cap:
+            boards.clear()
+            state.scored = False
+        boards[key] = int(float(reply[at + 2]))
+
+
 def payload(
     writes: CommunityWrites,
     fences: Mapping[str, tuple[int, int, int]],
     now: float,
     keep_ids: int = 8 * 86400,
+    batch: int = 0,
 ) -> list[bytes]:
     """The arguments of ``write_batch.lua`` for one community's batch.
 
@@ -128,12 +200,15 @@ def payload(
 
     zrows: dict[str, dict[str, int]] = {}
     hrows: dict[str, dict[str, int]] = {}
+    steady: set[str] = set()
     for spreads, rows in ((writes.boards, zrows), (writes.windows, hrows)):
         for spread in spreads.values():
             if spread.amounts:
                 live = spread.keys if spread.first_expiry > now else _live(spread.keys, expire, now)
                 for key in live:
                     _add_up(rows, key, spread.amounts)
+                if rows is zrows and spread.first_expiry > now + SCORE_MARGIN:
+                    steady.update(spread.keys)
     if writes.tally:
         counts: dict[str, int] = {}
         sources: dict[str, int] = {}
@@ -151,6 +226,9 @@ def payload(
         for key, amounts in table.items():
             if expire.get(key, now + 1) > now:
                 _add_up(rows, key, amounts)
+    # A late bucket of zextra is near its expiry.
+    steady -= writes.zextra.keys()
+    scores = _scores(zrows, steady, writes.members, batch)
     hsets: list[list[Any]] = []
     out: list[list[str]] = []
     firsts: list[str] = []
@@ -246,6 +324,7 @@ def payload(
             hsets,
             out,
             threads,
+            scores,
         ]
     )
     return [header, *blobs]
@@ -255,12 +334,14 @@ def commands(argv: Sequence[bytes]) -> tuple[list[list[str]], list[list[str]], l
     """A payload read back as ``write_batch.lua`` reads it: (fences, the commands it
     runs in order, thread ops). For the unit tests' in-memory Redis and for reading
     what a batch writes."""
-    fences, zrows, hrows, hsets, out, threads = orjson.loads(argv[0])
+    fences, zrows, hrows, hsets, out, threads, scores = orjson.loads(argv[0])
     run: list[list[str]] = []
     for key, row in zrows.items():
         run.extend(["ZINCRBY", key, str(a), n] for n, a in row.items())
     for key, row in hrows.items():
         run.extend(["HINCRBY", key, n, str(a)] for n, a in row.items())
+    for key, pairs in zip(scores[::2], scores[1::2], strict=True):
+        run.append(["ZADD", key, *map(str, pairs)])
     for key, name, index, *rest in hsets:
         run.append(["HSET", key, name, argv[index - 1].decode(), *rest])
     run.extend(out)
@@ -396,11 +477,12 @@ class StateWriter:
                 restore_seen(loaded, got, retention_seconds)
         return fences, states
 
-    async def write(self, batches: Sequence[tuple[str, str, Sequence[bytes]]]) -> None:
+    async def write(self, batches: Sequence[tuple[str, str, Sequence[bytes]]]) -> list[Any]:
         """Run ``write_batch.lua`` per (community, offsets key, payload), in one pipeline;
-        :class:`Fenced` when a newer owner refused one (the others are written)."""
+        its replies (see :func:`learn`). :class:`Fenced` when a newer owner refused one
+        (the others are written)."""
         if not batches:
-            return
+            return []
 
         def queue(pipe: Any, shas: Mapping[str, str]) -> None:
             for _community, offsets_key, argv in batches:
@@ -416,6 +498,7 @@ class StateWriter:
             community, reply = refused[0]
             written = [c for c, _, _ in batches if c not in {c for c, _ in refused}]
             raise Fenced(community, reply[1], reply[2], written)
+        return replies
 
     async def due_members(self, layout: KeyLayout, until_ms: int) -> list[str]:
         """Members of a community whose segment downgrade is due by ``until_ms``."""

@@ -64,11 +64,12 @@ class TimedWriter:
             self.load_seconds += time.perf_counter() - started
             self.loads += 1
 
-    async def write(self, batches: Sequence[tuple[str, str, Sequence[bytes]]]) -> None:
+    async def write(self, batches: Sequence[tuple[str, str, Sequence[bytes]]]) -> list[Any]:
         self.payload_bytes += sum(len(arg) for _, _, argv in batches for arg in argv)
         started = time.perf_counter()
         try:
-            await self._inner.write(batches)
+            replies: list[Any] = await self._inner.write(batches)
+            return replies
         finally:
             self.write_seconds += time.perf_counter() - started
             self.writes += 1

@@ -66,6 +66,15 @@ class MemberState:
     received: int = 0
     # The newest UTC day the score was pruned for (not stored; -1: not since loading).
     pruned: int = field(default=-1, compare=False, repr=False)
+    # Not stored either, and not the rules': the shell's copy of the member's scores in
+    # the leaderboards it writes (board key -> score), so that a batch sets a score with
+    # ZADD instead of having Redis read and add it (agents/writer.py). ``scored``: every
+    # board missing from ``boards`` holds no score of the member (a member new to Redis);
+    # ``asked``: boards sent as increments, with the number of the batch that sent them
+    # last (its reply tells the score).
+    boards: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    scored: bool = field(default=False, compare=False, repr=False)
+    asked: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def remembers(self, digest: bytes) -> bool:
         """Whether an event id with this digest (:func:`event_digest`) was applied."""

@@ -99,9 +99,9 @@ class FakeWriter:
             self.state(layout, member, None, retention_seconds) for layout, member in members
         ]
 
-    async def write(self, batches: Sequence[tuple[str, str, Sequence[bytes]]]) -> None:
+    async def write(self, batches: Sequence[tuple[str, str, Sequence[bytes]]]) -> list[Any]:
         if not batches:
-            return  # as StateWriter: no round trip
+            return []  # as StateWriter: no round trip
         self.calls += 1
         if self.failures:
             self.failures -= 1
@@ -117,6 +117,7 @@ class FakeWriter:
             community, reply = refused[0]
             written = [c for c, answer in replies if answer[0] != "fenced"]
             raise Fenced(community, reply[1], reply[2], written)
+        return [reply for _, reply in replies]
 
     async def due_members(self, layout: KeyLayout, until_ms: int) -> list[str]:
         due = self.zsets.get(layout.segment_due(), {})
@@ -222,13 +223,18 @@ class FakeWriter:
                 done = True
         if done:
             return ("ok",)
+        # As the script: the new scores of the leaderboard increments follow "ok".
+        sums: list[str] = []
         for command in commands:
             self._run(command)
+            if command[0] == "ZINCRBY":
+                key, member = command[1], command[3]
+                sums += (key, member, str(int(self.zsets[key][member])))
         for field, epoch, offset, stream in fences:
             if offset != "-1":
                 offsets[field] = f"{epoch} {offset} {stream}"
         self.threads.extend(threads)
-        return ("ok",)
+        return ("ok", *sums)
 
     def _run(self, command: list[str]) -> None:
         name, key, *args = command

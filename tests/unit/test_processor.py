@@ -14,6 +14,7 @@ from agents.metrics import PulseMetrics
 from agents.processor import PREPARE_SLICE, ActivityProcessor, PreparedBatch, StaleBatch
 from agents.settings import Settings
 from agents.writer import Fenced
+from agents.writer import commands as read_payload
 from streams.keys import KeyLayout, partition_field
 from tests.conftest import NOON
 from tests.unit.fakes import TOPIC, FakeDeadLetters, FakeRecord, FakeSink, FakeWriter, sinks
@@ -547,3 +548,40 @@ def test_a_load_that_spans_an_assignment_leaves_no_fences_behind(
         assert outcome.applied == 1
 
     asyncio.run(scenario())
+
+
+def test_leaderboard_scores_are_set_when_known_and_learnt_from_a_write_when_not(
+    make_event: Callable[..., dict[str, Any]],
+) -> None:
+    """A new member's scores are known (none); a member read back from Redis (a
+    restart) sends increments once, learns the sums from the reply, then sets them."""
+    writer = FakeWriter()
+    sent: list[set[str]] = []
+    write = writer.write
+
+    async def spy(batches: Sequence[tuple[str, str, Sequence[bytes]]]) -> list[Any]:
+        sent.append(
+            {
+                c[0]
+                for _, _, argv in batches
+                for c in read_payload(argv)[1]
+                if ":lb:" in c[1] and c[0] != "EXPIREAT"
+            }
+        )
+        return await write(batches)
+
+    writer.write = spy  # type: ignore[method-assign]
+    merges = [
+        record(orjson.dumps(make_event(event_id=f"m{i}", type="github.pr_merged")), offset=i)
+        for i in range(3)
+    ]
+    run(processor_for(writer), merges[:1])
+    restarted = processor_for(writer)
+    run(restarted, merges[1:2])
+    run(restarted, merges[2:])
+    assert sent == [{"ZADD"}, {"ZINCRBY"}, {"ZADD"}]
+    state = writer.state(PYCON, "alice")
+    assert state is not None
+    assert state.points > 0
+    board = PYCON.leaderboard("all", "all")
+    assert writer.zsets[board] == {"alice": -state.points}

@@ -438,6 +438,12 @@ def test_batched_crashing_redelivering_worker_ends_where_a_replay_of_the_events_
         assert writer.hashes.get(layout.counts(), {}) == {
             kind: str(n) for kind, n in writes.hincr.get(layout.counts(), {}).items()
         }
+        # So are leaderboard points, whether a batch sent them as increments or as the
+        # scores the worker knew (learnt from a reply, or none for a new member).
+        assert {
+            key: {m: int(score) for m, score in writer.zsets.get(key, {}).items()}
+            for key in writes.zincr
+        } == writes.zincr
         # Each partition's recorded offset is its last record of the community.
         for topic, partition in PARTITIONS:
             last = max(
