@@ -40,6 +40,10 @@ CHUNK: Final = 500
 # A leaderboard this close to its expiry (seconds) takes increments, not scores set from
 # the worker's copy: Redis expires keys by its own clock, which may be ahead of ours.
 SCORE_MARGIN: Final = 3600
+# Scores a member's copy keeps (a board a day, week and month, the all-time ones, per
+# channel too): the old periods' keep coming, so beyond it the copy is dropped and
+# learnt again. About 100 bytes each, per cached member.
+BOARDS_KEPT: Final = 32
 # The profile field that holds the member's engine state (JSON).
 STATE_FIELD: Final = "state"
 
@@ -127,10 +131,16 @@ def _scores(
             boards = state.boards
             known = boards.get(key)
             if known is None:
+                if state.scored and len(boards) >= BOARDS_KEPT:
+                    boards.clear()
+                    state.scored = False
                 if not state.scored:
                     rest[member] = amount
                     if absolute:
-                        state.asked[key] = batch
+                        asked = state.asked
+                        if len(asked) >= BOARDS_KEPT:
+                            asked.clear()  # replies lost: those are not learnt
+                        asked[key] = batch
                     continue
                 known = 0
             known = boards[key] = known + amount
@@ -150,13 +160,10 @@ def _scores(
     return scores
 
 
-def learn(
-    states: Mapping[str, MemberState], reply: Sequence[Any], batch: int, cap: int = 64
-) -> None:
+def learn(states: Mapping[str, MemberState], reply: Sequence[Any], batch: int) -> None:
     """Keep the scores a write's reply tells (``{'ok', key, member, score, ...}``) for
-    the boards that ``batch`` sent as increments and no later batch has. A member's
-    copy holds at most ``cap`` boards (the old days' keep coming): beyond it, it is
-    dropped and learnt again."""
+    the boards that ``batch`` sent as increments and no later batch has (at most
+    ``BOARDS_KEPT`` a member)."""
     for at in range(1, len(reply) - 2, 3):
         key, member = reply[at], reply[at + 1]
         state = states.get(member)
@@ -164,7 +171,7 @@ def learn(
             continue
         del state.asked[key]
         boards = state.boards
-        if len(boards) >= cap:
+        if len(boards) >= BOARDS_KEPT:
             boards.clear()
             state.scored = False
         boards[key] = int(float(reply[at + 2]))

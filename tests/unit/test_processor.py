@@ -13,9 +13,10 @@ from prometheus_client import CollectorRegistry
 from agents.metrics import PulseMetrics
 from agents.processor import PREPARE_SLICE, ActivityProcessor, PreparedBatch, StaleBatch
 from agents.settings import Settings
-from agents.writer import Fenced
+from agents.writer import BOARDS_KEPT, Fenced
 from agents.writer import commands as read_payload
 from streams.keys import KeyLayout, partition_field
+from streams.periods import format_instant
 from tests.conftest import NOON
 from tests.unit.fakes import TOPIC, FakeDeadLetters, FakeRecord, FakeSink, FakeWriter, sinks
 
@@ -585,3 +586,50 @@ def test_leaderboard_scores_are_set_when_known_and_learnt_from_a_write_when_not(
     assert state.points > 0
     board = PYCON.leaderboard("all", "all")
     assert writer.zsets[board] == {"alice": -state.points}
+
+
+def test_a_members_copy_of_scores_is_dropped_when_full_and_the_boards_stay_exact(
+    make_event: Callable[..., dict[str, Any]],
+) -> None:
+    """A member active on 45 days names a new day board each day: past ``BOARDS_KEPT``
+    scores its copy is dropped, the next write sends increments and learns again (a
+    new day's board, unknown then, keeps taking an increment first)."""
+    writer = FakeWriter()
+    processor = processor_for(writer)
+    sent: list[set[tuple[str, str]]] = []
+    write = writer.write
+
+    async def spy(batches: Sequence[tuple[str, str, Sequence[bytes]]]) -> list[Any]:
+        sent.append(
+            {
+                (c[0], c[1].split(":lb:")[1].split(":")[0])
+                for _, _, argv in batches
+                for c in read_payload(argv)[1]
+                if ":lb:" in c[1] and c[0] != "EXPIREAT"
+            }
+        )
+        return await write(batches)
+
+    writer.write = spy  # type: ignore[method-assign]
+    first = NOON - 45 * 86400
+    for day in range(45):
+        merge = make_event(
+            event_id=f"m{day}",
+            type="github.pr_merged",
+            channel=...,
+            occurred_at=format_instant(first + day * 86400),
+        )
+        run(processor, [record(orjson.dumps(merge), offset=day)])
+    # The all-time board: set while the copy held it, then added to once when it was
+    # dropped, and set again from the sum that write's reply told.
+    alltime = [op for ops in sent for op, kind in ops if kind == "all"]
+    dropped = [i for i, op in enumerate(alltime) if op == "ZINCRBY"]
+    assert dropped  # the copy was full at least once
+    assert BOARDS_KEPT // 2 < dropped[0] <= BOARDS_KEPT
+    assert all(alltime[i + 1] == "ZADD" for i in dropped if i + 1 < len(alltime))
+    state = writer.state(PYCON, "alice")
+    assert state is not None
+    assert writer.zsets[PYCON.leaderboard("all", "all")] == {"alice": -state.points}
+    days = [k for k in writer.zsets if ":lb:day:" in k]
+    assert len(days) == 45
+    assert all(writer.zsets[k] == {"alice": -state.points / 45} for k in days)
