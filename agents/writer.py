@@ -191,11 +191,12 @@ def payload(
     batch added them up: no list is built per key), the hash
     writes whose value is a JSON document of its own
     (member states, award, flag and segment-change records: they follow as further
-    arguments, so the script does not decode them), the other commands and the thread
-    ops. ``now`` (epoch seconds, the shell's clock) only leaves out keys that Redis
-    would expire at once. A member's day of remembered event ids lives ``keep_ids``
-    seconds from its first write (the evaluator forgets it by the records' timestamps;
-    this only bounds memory).
+    arguments, so the script does not decode them), the other commands, the thread
+    ops, and the leaderboard scores the worker knows (see :func:`_scores`; ``batch`` is
+    the batch's number, which :func:`learn` matches replies to). ``now`` (epoch
+    seconds, the shell's clock) only leaves out keys that Redis would expire at once. A
+    member's day of remembered event ids lives ``keep_ids`` seconds from its first write
+    (the evaluator forgets it by the records' timestamps; this only bounds memory).
     """
     layout = writes.layout
     expire = writes.expire
