@@ -106,6 +106,14 @@ def _live(keys: Iterable[str], expire: Mapping[str, int], now: float) -> list[st
     return [k for k in keys if expire.get(k, now + 1) > now]
 
 
+def _make_room(state: MemberState) -> None:
+    """Before a score is added to a member's full copy: drop the copy (every board is
+    unknown again, to be learnt)."""
+    if len(state.boards) >= BOARDS_KEPT:
+        state.boards.clear()
+        state.scored = False
+
+
 def _scores(
     zrows: dict[str, dict[str, int]],
     steady: set[str],
@@ -131,9 +139,8 @@ def _scores(
             boards = state.boards
             known = boards.get(key)
             if known is None:
-                if state.scored and len(boards) >= BOARDS_KEPT:
-                    boards.clear()
-                    state.scored = False
+                if state.scored:
+                    _make_room(state)
                 if not state.scored:
                     rest[member] = amount
                     if absolute:
@@ -170,11 +177,8 @@ def learn(states: Mapping[str, MemberState], reply: Sequence[Any], batch: int) -
         if state is None or state.asked.get(key) != batch:
             continue
         del state.asked[key]
-        boards = state.boards
-        if len(boards) >= BOARDS_KEPT:
-            boards.clear()
-            state.scored = False
-        boards[key] = int(float(reply[at + 2]))
+        _make_room(state)
+        state.boards[key] = int(float(reply[at + 2]))
 
 
 def payload(

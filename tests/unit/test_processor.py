@@ -551,51 +551,8 @@ def test_a_load_that_spans_an_assignment_leaves_no_fences_behind(
     asyncio.run(scenario())
 
 
-def test_leaderboard_scores_are_set_when_known_and_learnt_from_a_write_when_not(
-    make_event: Callable[..., dict[str, Any]],
-) -> None:
-    """A new member's scores are known (none); a member read back from Redis (a
-    restart) sends increments once, learns the sums from the reply, then sets them."""
-    writer = FakeWriter()
-    sent: list[set[str]] = []
-    write = writer.write
-
-    async def spy(batches: Sequence[tuple[str, str, Sequence[bytes]]]) -> list[Any]:
-        sent.append(
-            {
-                c[0]
-                for _, _, argv in batches
-                for c in read_payload(argv)[1]
-                if ":lb:" in c[1] and c[0] != "EXPIREAT"
-            }
-        )
-        return await write(batches)
-
-    writer.write = spy  # type: ignore[method-assign]
-    merges = [
-        record(orjson.dumps(make_event(event_id=f"m{i}", type="github.pr_merged")), offset=i)
-        for i in range(3)
-    ]
-    run(processor_for(writer), merges[:1])
-    restarted = processor_for(writer)
-    run(restarted, merges[1:2])
-    run(restarted, merges[2:])
-    assert sent == [{"ZADD"}, {"ZINCRBY"}, {"ZADD"}]
-    state = writer.state(PYCON, "alice")
-    assert state is not None
-    assert state.points > 0
-    board = PYCON.leaderboard("all", "all")
-    assert writer.zsets[board] == {"alice": -state.points}
-
-
-def test_a_members_copy_of_scores_is_dropped_when_full_and_the_boards_stay_exact(
-    make_event: Callable[..., dict[str, Any]],
-) -> None:
-    """A member active on 45 days names a new day board each day: past ``BOARDS_KEPT``
-    scores its copy is dropped, the next write sends increments and learns again (a
-    new day's board, unknown then, keeps taking an increment first)."""
-    writer = FakeWriter()
-    processor = processor_for(writer)
+def board_writes(writer: FakeWriter) -> list[set[tuple[str, str]]]:
+    """Record, per write call, how the leaderboards were written: (command, period)."""
     sent: list[set[tuple[str, str]]] = []
     write = writer.write
 
@@ -611,6 +568,41 @@ def test_a_members_copy_of_scores_is_dropped_when_full_and_the_boards_stay_exact
         return await write(batches)
 
     writer.write = spy  # type: ignore[method-assign]
+    return sent
+
+
+def test_leaderboard_scores_are_set_when_known_and_learnt_from_a_write_when_not(
+    make_event: Callable[..., dict[str, Any]],
+) -> None:
+    """A new member's scores are known (none); a member read back from Redis (a
+    restart) sends increments once, learns the sums from the reply, then sets them."""
+    writer = FakeWriter()
+    sent = board_writes(writer)
+    merges = [
+        record(orjson.dumps(make_event(event_id=f"m{i}", type="github.pr_merged")), offset=i)
+        for i in range(3)
+    ]
+    run(processor_for(writer), merges[:1])
+    restarted = processor_for(writer)
+    run(restarted, merges[1:2])
+    run(restarted, merges[2:])
+    assert [{op for op, _ in ops} for ops in sent] == [{"ZADD"}, {"ZINCRBY"}, {"ZADD"}]
+    state = writer.state(PYCON, "alice")
+    assert state is not None
+    assert state.points > 0
+    board = PYCON.leaderboard("all", "all")
+    assert writer.zsets[board] == {"alice": -state.points}
+
+
+def test_a_members_copy_of_scores_is_dropped_when_full_and_the_boards_stay_exact(
+    make_event: Callable[..., dict[str, Any]],
+) -> None:
+    """A member active on 45 days names a new day board each day: past ``BOARDS_KEPT``
+    scores its copy is dropped, the next write sends increments and learns again (a
+    new day's board, unknown then, keeps taking an increment first)."""
+    writer = FakeWriter()
+    processor = processor_for(writer)
+    sent = board_writes(writer)
     first = NOON - 45 * 86400
     for day in range(45):
         merge = make_event(
